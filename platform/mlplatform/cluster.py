@@ -1,0 +1,229 @@
+"""The local platform: a Ray head (dashboard + Jobs API on 127.0.0.1:8265) and an MLflow tracking server.
+
+`up` starts both as background processes with their state under $MLPLATFORM_HOME; `down` stops exactly
+those processes (never `ray stop`, which would kill every Ray on the machine); `status` says what runs
+where. Token authentication stays on: `up` makes sure a token exists and every process we start, and
+every client we build, runs with RAY_AUTH_MODE=token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import requests
+
+from mlplatform.errors import PlatformError, PlatformNotRunningError
+from mlplatform.settings import platform_home
+
+__all__ = ["PlatformState", "up", "down", "status", "load_state", "ensure_token_env", "TOKEN_PATH"]
+
+TOKEN_PATH = Path("~/.ray/auth_token").expanduser()
+STATE_FILE = "platform.json"
+
+
+@dataclass
+class PlatformState:
+    home: str
+    ray_pid: int | None = None
+    ray_port: int = 6379
+    dashboard_url: str = "http://127.0.0.1:8265"
+    mlflow_pid: int | None = None
+    mlflow_url: str = "http://127.0.0.1:5000"
+    serve_url: str = "http://127.0.0.1:8000"
+
+
+def _bin(name: str) -> str:
+    """A console script of the running interpreter's environment (the venv's `ray`, not another one)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def ensure_token_env() -> None:
+    """Make Ray clients in this process use token auth when a token is available (it is after `up`)."""
+    if os.environ.get("RAY_AUTH_TOKEN") or TOKEN_PATH.exists() or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+
+def _ensure_token() -> None:
+    if os.environ.get("RAY_AUTH_TOKEN") or TOKEN_PATH.exists():
+        return
+    subprocess.run([_bin("ray"), "get-auth-token", "--generate"], check=True, capture_output=True, timeout=60)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie still answers kill(0); it is not alive for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=2)
+        return True
+    except requests.RequestException:
+        return False
+
+
+def _wait(url: str, what: str, log: Path, pid: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if _answers(url):
+            return
+        if not _alive(pid):
+            break
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise PlatformError(f"{what} did not come up at {url}; last lines of {log}:\n{tail}")
+
+
+def _state_path(home: Path) -> Path:
+    return home / STATE_FILE
+
+
+def load_state(home: Path | None = None) -> PlatformState | None:
+    """The state `up` recorded, or None when the platform was never started in `home`."""
+    home = home or platform_home()
+    try:
+        return PlatformState(**json.loads(_state_path(home).read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def _save(state: PlatformState) -> None:
+    _state_path(Path(state.home)).write_text(json.dumps(asdict(state), indent=1))
+
+
+def up(
+    home: Path | None = None,
+    *,
+    ray_port: int = 6379,
+    dashboard_port: int = 8265,
+    mlflow_port: int = 5000,
+    num_cpus: int | None = None,
+) -> PlatformState:
+    """Start (or find running) the MLflow server and the Ray head. Running it twice is harmless."""
+    home = (home or platform_home()).resolve()
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    previous = load_state(home)
+    state = PlatformState(
+        home=str(home),
+        ray_port=ray_port,
+        dashboard_url=f"http://127.0.0.1:{dashboard_port}",
+        mlflow_url=f"http://127.0.0.1:{mlflow_port}",
+    )
+    _ensure_token()
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        # Every Ray process inherits these, so jobs (ours or plain `ray job submit`) find MLflow and data.
+        "MLFLOW_TRACKING_URI": state.mlflow_url,
+        "MLPLATFORM_HOME": str(home),
+        # One web worker and no job runners: ~500 MB instead of 10 processes on a laptop.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    }
+
+    if previous and _alive(previous.mlflow_pid) and _answers(f"{state.mlflow_url}/health"):
+        state.mlflow_pid = previous.mlflow_pid
+    else:
+        if _answers(f"{state.mlflow_url}/health"):
+            raise PlatformError(f"something else already serves {state.mlflow_url}; stop it or pick another port")
+        log = home / "logs" / "mlflow.log"
+        proc = subprocess.Popen(
+            [_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+             "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+             "--artifacts-destination", str(home / "mlartifacts"), "--workers", "1"],
+            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=home,
+        )
+        state.mlflow_pid = proc.pid
+        _save(state)
+        _wait(f"{state.mlflow_url}/health", "MLflow server", log, proc.pid)
+
+    if previous and _alive(previous.ray_pid):
+        state.ray_pid = previous.ray_pid
+    else:
+        if _answers(state.dashboard_url):
+            raise PlatformError(f"another Ray dashboard already answers at {state.dashboard_url}; "
+                                "run `mlplatform down` where it was started, or pick another port")
+        log = home / "logs" / "ray.log"
+        cmd = [_bin("ray"), "start", "--head", "--block", "--port", str(ray_port),
+               "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+               "--dashboard-port", str(dashboard_port), "--disable-usage-stats"]
+        if num_cpus is not None:
+            cmd += ["--num-cpus", str(num_cpus)]
+        proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                start_new_session=True, cwd=home)
+        state.ray_pid = proc.pid
+        _save(state)
+        _wait(state.dashboard_url, "Ray head", log, proc.pid)
+    _save(state)
+    return state
+
+
+def _stop(pid: int | None, timeout: float = 60) -> None:
+    if not _alive(pid):
+        return
+    assert pid is not None
+    # `ray start --block` stops every Ray process it started on SIGTERM; mlflow's workers share its group.
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(pid, sig)
+        except OSError:
+            return
+        deadline = time.time() + wait
+        while time.time() < deadline and _alive(pid):
+            time.sleep(0.2)
+        if not _alive(pid):
+            return
+
+
+def down(home: Path | None = None) -> bool:
+    """Stop what `up` started in `home`. Returns False when nothing was running."""
+    home = (home or platform_home()).resolve()
+    state = load_state(home)
+    if state is None:
+        return False
+    was_up = _alive(state.ray_pid) or _alive(state.mlflow_pid)
+    _stop(state.ray_pid)
+    _stop(state.mlflow_pid)
+    # ray.init() with no address would otherwise try to join the cluster we just stopped.
+    current = Path("/tmp/ray/ray_current_cluster")
+    try:
+        if current.read_text().strip().endswith(f":{state.ray_port}"):
+            current.unlink()
+    except OSError:
+        pass
+    _state_path(home).unlink(missing_ok=True)
+    return was_up
+
+
+def status(home: Path | None = None) -> dict[str, str]:
+    """What runs where, as a small dict of human-readable lines."""
+    home = (home or platform_home()).resolve()
+    state = load_state(home)
+    if state is None:
+        raise PlatformNotRunningError(f"no platform was started in {home}; run `mlplatform up`")
+    ray_ok = _alive(state.ray_pid) and _answers(state.dashboard_url)
+    mlflow_ok = _alive(state.mlflow_pid) and _answers(f"{state.mlflow_url}/health")
+    serve_ok = _answers(f"{state.serve_url}/v2/health/live")
+    return {
+        "home": state.home,
+        "ray": f"{'up' if ray_ok else 'DOWN'}  pid {state.ray_pid}  GCS port {state.ray_port}",
+        "dashboard / Jobs API": state.dashboard_url,
+        "mlflow": f"{'up' if mlflow_ok else 'DOWN'}  {state.mlflow_url}  (pid {state.mlflow_pid})",
+        "serve": f"{'up' if serve_ok else 'no endpoint'}  {state.serve_url}",
+    }

@@ -1,0 +1,297 @@
+"""Typed configs for every YAML file mlplatform reads, and `load_config` whose errors name file + field.
+
+Every model forbids unknown keys, so a typo fails before anything is submitted instead of being ignored.
+String values may reference environment variables as ``${NAME}``; ``${MLPLATFORM_HOME}`` defaults to the
+local state folder so that the same config works from a laptop and inside a Ray job.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlplatform.errors import ConfigError
+from mlplatform.settings import platform_home
+
+__all__ = [
+    "StrictModel",
+    "FieldSpec",
+    "FeatureSpec",
+    "SourceSpec",
+    "DataConfig",
+    "ParamSpec",
+    "TrainConfig",
+    "DeployConfig",
+    "PipelineConfig",
+    "load_config",
+    "parse_config",
+    "read_yaml",
+]
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+class FieldSpec(StrictModel):
+    """The contract for one field of a source record."""
+
+    type: Literal["int", "float", "str", "bool"] = Field(description="Logical type; values are cast to it.")
+    path: str | None = Field(
+        None, description="Dotted path of the value in a nested JSON record (default: the field name)."
+    )
+    required: bool = Field(True, description="A missing or null value quarantines the record.")
+    min: float | None = Field(None, description="Smallest allowed value (numeric types).")
+    max: float | None = Field(None, description="Largest allowed value (numeric types).")
+    allowed: list[str | int | float] | None = Field(None, description="The only values allowed.")
+
+    @model_validator(mode="after")
+    def _check_range(self) -> FieldSpec:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
+            raise ValueError(f"min/max apply to int and float fields, not to type {self.type!r}")
+        return self
+
+
+class FeatureSpec(StrictModel):
+    """A per-entity feature aggregated from a source with many records per key."""
+
+    name: Identifier = Field(description="Column name in the training table.")
+    agg: Literal["count", "sum", "mean", "min", "max", "std", "slope"] = Field(
+        description="Aggregation; `slope` is the least-squares trend of `column` over `time_column`."
+    )
+    column: str | None = Field(None, description="Aggregated field (not used by `count`).")
+    time_column: str | None = Field(None, description="Time axis for `slope`.")
+
+    @model_validator(mode="after")
+    def _check_columns(self) -> FeatureSpec:
+        if self.agg != "count" and not self.column:
+            raise ValueError(f"agg {self.agg!r} needs `column`")
+        if self.agg == "slope" and not self.time_column:
+            raise ValueError("agg 'slope' needs `time_column`")
+        return self
+
+
+class SourceSpec(StrictModel):
+    """One raw input: where it is, how to read it, its contract and the features it feeds."""
+
+    name: Identifier = Field(description="Source name, used in reports and quarantine output.")
+    format: Literal["csv", "jsonl", "parquet"] = Field(description="File format.")
+    path: str = Field(description="File, folder or glob; local path or URI.")
+    fields: dict[str, FieldSpec] = Field(min_length=1, description="Contract of each field kept.")
+    features: list[FeatureSpec] = Field(
+        default_factory=list,
+        description="Aggregations per key. Empty means one row per key: the fields are features as they are.",
+    )
+    max_bad_fraction: float = Field(
+        0.05, ge=0, le=1, description="Fail the job when more than this share of records is quarantined."
+    )
+
+    @model_validator(mode="after")
+    def _check_feature_columns(self) -> SourceSpec:
+        for i, feature in enumerate(self.features):
+            for attr in ("column", "time_column"):
+                col = getattr(feature, attr)
+                if col is not None and col not in self.fields:
+                    raise ValueError(
+                        f"features[{i}] ({feature.name}): {attr} {col!r} is not one of the source's fields "
+                        f"{sorted(self.fields)}"
+                    )
+        return self
+
+
+class DataConfig(StrictModel):
+    """Sources joined on one key into a versioned training table."""
+
+    name: Identifier = Field(description="Dataset name; versions live under output_dir/name/.")
+    key: str = Field(description="Entity id present in every source.")
+    label: str = Field(description="Binary label field, present in exactly one source with no features.")
+    output_dir: str = Field(description="Root of dataset versions and quarantine output.")
+    sources: list[SourceSpec] = Field(min_length=1)
+    validation_fraction: float = Field(0.2, gt=0, lt=1, description="Held-out share, split by key hash.")
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> DataConfig:
+        names = [s.name for s in self.sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        for source in self.sources:
+            if self.key not in source.fields:
+                raise ValueError(f"join key {self.key!r} is not a field of source {source.name!r}")
+        holders = [s.name for s in self.sources if self.label in s.fields]
+        if len(holders) != 1:
+            raise ValueError(f"label {self.label!r} must be a field of exactly one source, found in {holders}")
+        base = next(s for s in self.sources if s.name == holders[0])
+        if base.features:
+            raise ValueError(f"source {base.name!r} holds the label, so it must have one row per key (no features)")
+        return self
+
+    @property
+    def base_source(self) -> SourceSpec:
+        """The source holding the label: one row per key, the left side of every join."""
+        return next(s for s in self.sources if self.label in s.fields)
+
+
+# -------------------------------------------------------------------------------------------- train
+
+
+class ParamSpec(StrictModel):
+    """A search-space dimension."""
+
+    type: Literal["uniform", "loguniform", "quniform", "randint", "choice"]
+    low: float | None = None
+    high: float | None = None
+    q: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ParamSpec:
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("choice needs a non-empty `values` list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs `low` and `high`")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {self.low}")
+        if self.type == "quniform" and not self.q:
+            raise ValueError("quniform needs `q`")
+        return self
+
+
+class TrainConfig(StrictModel):
+    """An XGBoost hyperparameter search with Ray Tune, and what to register from it."""
+
+    model_name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Registered model name in MLflow.")
+    experiment: str = Field(description="MLflow experiment of the search runs.")
+    num_boost_round: int = Field(50, ge=1, le=10_000)
+    report_every: int = Field(10, ge=1, description="Rounds between reports to Tune (ASHA rungs).")
+    num_samples: int = Field(4, ge=1, description="Trials to sample from the search space.")
+    max_concurrent_trials: int = Field(2, ge=1)
+    cpus_per_trial: float = Field(1.0, gt=0, description="Also XGBoost's nthread (rounded up).")
+    seed: int = 0
+    params: dict[str, Any] = Field(default_factory=dict, description="Fixed XGBoost params.")
+    search_space: dict[str, ParamSpec] = Field(default_factory=dict)
+    register_top: int = Field(1, ge=1, description="Register the best N trials as model versions.")
+    aliases: list[str] = Field(
+        default_factory=list, description="Aliases given to the registered versions, best first."
+    )
+
+    @model_validator(mode="after")
+    def _check_aliases(self) -> TrainConfig:
+        if len(self.aliases) > self.register_top:
+            raise ValueError(f"{len(self.aliases)} aliases for {self.register_top} registered version(s)")
+        overlap = set(self.params) & set(self.search_space)
+        if overlap:
+            raise ValueError(f"{sorted(overlap)} appear in both params and search_space")
+        return self
+
+
+# ------------------------------------------------------------------------------------------- deploy
+
+
+class DeployConfig(StrictModel):
+    """Which Serve config to apply after training."""
+
+    serve_config: str = Field(description="Path of a Ray Serve config file (serve_configs/*.yaml).")
+    application: str | None = Field(None, description="Application in that file (default: the only one).")
+
+
+class PipelineConfig(StrictModel):
+    """ingest → train → deploy, the config of jobs/pipeline.py and of each step's job."""
+
+    data: DataConfig
+    train: TrainConfig | None = None
+    deploy: DeployConfig | None = None
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand(value: Any, loc: tuple[Any, ...], source: str) -> Any:
+    """Expand ${VAR} in every string, failing on an unset variable with its field path."""
+    if isinstance(value, dict):
+        return {k: _expand(v, (*loc, k), source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, (*loc, i), source) for i, v in enumerate(value)]
+    if not isinstance(value, str):
+        return value
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name == "MLPLATFORM_HOME":
+            return str(platform_home())
+        if name not in os.environ:
+            raise ConfigError(f"{source}: {_dotted(loc)}: environment variable ${{{name}}} is not set")
+        return os.environ[name]
+
+    return _VAR.sub(sub, value)
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<root>"
+
+
+def parse_config(raw: Any, model: type[ModelT], source: str = "<config>") -> ModelT:
+    """Validate an already-parsed mapping; errors name `source` and each field path."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return model.model_validate(_expand(raw, (), source))
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key (not allowed here; check its spelling)"
+            got = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {err.get('input')!r:.80})"
+            lines.append(f"  {source}: {_dotted(tuple(err['loc']))}: {msg}{got}")
+        raise ConfigError(f"invalid config {source}:\n" + "\n".join(lines)) from None
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """Parse a YAML file; errors name the file and, for syntax errors, the line and column."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read config: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{p}{where}: malformed YAML: {problem}") from None
+    return raw
+
+
+def load_config(path: str | os.PathLike[str], model: type[ModelT] = PipelineConfig) -> ModelT:  # type: ignore[assignment]
+    """Read a YAML file and validate it as `model`.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or fails validation; the message names the file,
+            the line for syntax errors, and the dotted field path for validation errors.
+    """
+    return parse_config(read_yaml(path), model, str(path))

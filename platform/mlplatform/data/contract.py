@@ -1,0 +1,172 @@
+"""The data contract: cast raw values to their declared types and say, per record, what is wrong.
+
+Pure pandas on one batch, so Ray Data runs it in parallel with ``map_batches`` and unit tests run it
+without Ray. A record is never dropped here: it comes out either typed, or with a reason and its raw form.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mlplatform.config import FieldSpec
+
+__all__ = ["REASON", "RECORD", "FILE", "validate_batch", "parse_json_lines"]
+
+#: Column holding why a record was quarantined ("" when it passed).
+REASON = "__reason"
+#: Column holding the raw record as JSON, for quarantined records.
+RECORD = "__record"
+#: Column holding the file a record came from, when the reader knows it.
+FILE = "__file"
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def _is_null(raw: pd.Series) -> np.ndarray:
+    null = raw.isna().to_numpy()
+    as_str = raw.astype(str).str.strip()
+    return null | (as_str == "").to_numpy() | as_str.str.lower().isin(["nan", "null", "none"]).to_numpy()
+
+
+def _cast(raw: pd.Series, spec: FieldSpec) -> tuple[pd.Series, np.ndarray]:
+    """Cast to the declared type; returns (typed values, mask of values that could not be cast)."""
+    if spec.type in ("int", "float"):
+        if raw.dtype == bool:
+            return raw.astype("float64"), np.ones(len(raw), dtype=bool)
+        num = pd.to_numeric(raw, errors="coerce").astype("float64")
+        bad = num.isna().to_numpy() | ~np.isfinite(num.fillna(0).to_numpy())
+        if spec.type == "int":
+            bad |= (num.fillna(0) % 1 != 0).to_numpy()
+        # A JSON boolean is not a number even though Python says so.
+        bad |= raw.map(lambda v: isinstance(v, bool)).to_numpy(dtype=bool)
+        return num, bad
+    if spec.type == "bool":
+        low = raw.map(lambda v: str(v).strip().lower())
+        typed = low.map(lambda v: True if v in _TRUE else (False if v in _FALSE else None))
+        return typed, typed.isna().to_numpy()
+    typed = raw.map(lambda v: v if isinstance(v, str) else (None if v is None else str(v)))
+    bad = raw.map(lambda v: isinstance(v, (dict, list))).to_numpy(dtype=bool)
+    return typed, bad
+
+
+def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec]) -> pd.DataFrame:
+    """Check every record of `batch` against `fields`.
+
+    Args:
+        batch: Raw records, one column per field (missing columns count as missing values). An existing
+            ``__reason`` column (e.g. from JSON parsing) is kept and extended.
+        fields: The contract.
+
+    Returns:
+        The typed field columns plus ``__reason`` ("" for good records) and ``__record`` (the raw record
+        as JSON for bad ones, "" otherwise). Same number of rows as `batch`.
+    """
+    n = len(batch)
+    reasons = (
+        batch[REASON].fillna("").astype(str).to_numpy(dtype=object)
+        if REASON in batch
+        else np.full(n, "", dtype=object)
+    )
+    # A record that could not even be parsed keeps that one reason instead of one per missing field.
+    unparsed = reasons != ""
+    out: dict[str, Any] = {}
+
+    def flag(mask: np.ndarray, messages: pd.Series | str) -> None:
+        mask = mask & ~unparsed
+        if not mask.any():
+            return
+        msg = messages[mask].to_numpy(dtype=object) if isinstance(messages, pd.Series) else messages
+        reasons[mask] = np.where(reasons[mask] == "", msg, reasons[mask] + "; " + msg)
+
+    for name, spec in fields.items():
+        raw = batch[name] if name in batch else pd.Series([None] * n, index=batch.index, dtype=object)
+        null = _is_null(raw)
+        typed, bad_type = _cast(raw.where(~null, None), spec)
+        bad_type = bad_type & ~null
+        if spec.required:
+            flag(null, f"{name}: missing")
+        flag(bad_type, f"{name}: expected {spec.type}, got " + raw.map(repr))
+        ok = ~null & ~bad_type
+        if spec.min is not None:
+            flag(ok & (typed.fillna(spec.min) < spec.min).to_numpy(), f"{name}: " + raw.map(str) + f" < min {spec.min:g}")
+        if spec.max is not None:
+            flag(ok & (typed.fillna(spec.max) > spec.max).to_numpy(), f"{name}: " + raw.map(str) + f" > max {spec.max:g}")
+        if spec.allowed is not None:
+            allowed = set(spec.allowed)
+            outside = ok & ~typed.map(lambda v, a=allowed: v in a).to_numpy(dtype=bool)
+            flag(outside, f"{name}: " + raw.map(repr) + f" not in allowed {sorted(map(str, allowed))}")
+        # Nullable dtypes keep every batch's schema identical whether or not it holds a bad value.
+        if spec.type == "int":
+            typed = typed.where(ok).round().astype("Int64")
+        elif spec.type == "float":
+            typed = typed.where(ok).astype("float64")
+        elif spec.type == "bool":
+            typed = typed.where(ok).astype("boolean")
+        else:
+            typed = typed.where(ok).astype("string")
+        out[name] = typed
+
+    bad = reasons != ""
+    records = np.full(n, "", dtype=object)
+    if bad.any():
+        if RECORD in batch:
+            records[bad] = batch[RECORD].to_numpy(dtype=object)[bad]
+        else:
+            raw_cols = [c for c in batch.columns if not str(c).startswith("__")]
+            rows = batch.loc[bad, raw_cols].to_dict("records")
+            records[bad] = [json.dumps(r, default=_json_default) for r in rows]
+    frame = pd.DataFrame(out, index=batch.index)
+    frame[REASON] = reasons.astype(str)
+    frame[RECORD] = records.astype(str)
+    if FILE in batch:
+        frame[FILE] = batch[FILE].astype(str).to_numpy()
+    return frame.reset_index(drop=True)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, np.generic):
+        return v.item()
+    return str(v)
+
+
+def _dig(obj: Any, path: list[str]) -> Any:
+    for part in path:
+        if not isinstance(obj, dict) or part not in obj:
+            return None
+        obj = obj[part]
+    return obj
+
+
+def parse_json_lines(lines: pd.Series, fields: Mapping[str, FieldSpec]) -> pd.DataFrame:
+    """Parse JSON lines and pull each field from its dotted path; a broken line becomes a reason.
+
+    Returns:
+        One column per field, plus ``__reason`` and ``__record`` (the raw line) for `validate_batch`.
+    """
+    paths = {name: (spec.path or name).split(".") for name, spec in fields.items()}
+    cols: dict[str, list[Any]] = {name: [] for name in fields}
+    reasons: list[str] = []
+    for line in lines.tolist():
+        try:
+            obj = json.loads(line)
+            if not isinstance(obj, dict):
+                raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+            reasons.append("")
+        except ValueError as exc:
+            obj = {}
+            reasons.append(f"malformed JSON: {exc}")
+        for name, path in paths.items():
+            cols[name].append(_dig(obj, path))
+    frame = pd.DataFrame({name: pd.Series(vals, dtype=object) for name, vals in cols.items()})
+    frame[REASON] = reasons
+    frame[RECORD] = lines.astype(str).to_numpy()
+    return frame

@@ -1,0 +1,169 @@
+"""Sample data: four heterogeneous sources about the same customers, deterministic by seed, any size.
+
+- ``profiles.csv``      one row per customer: age, plan, tenure, and the label ``churned``
+- ``events.jsonl``      app events with nested fields (``user.id``, ``event.type``, ``event.duration_s``)
+- ``transactions.parquet`` purchases: ``entity_id``, ``amount``
+- ``readings.csv``      a daily usage time series: ``entity_id``, ``day``, ``usage``
+
+The label depends on something from every source (plan and tenure, event engagement, spend, and the
+usage trend), so a model that ignores a source loses AUC. A few deliberately bad records are planted in
+each source (wrong type, missing key, out-of-range value, unknown category, broken JSON line) and listed
+in ``bad_records.json`` so tests can check that the contract quarantines exactly those.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+__all__ = ["generate", "PLANS", "EVENT_TYPES"]
+
+PLANS = ["basic", "pro", "enterprise"]
+EVENT_TYPES = ["login", "view", "purchase", "support"]
+READING_DAYS = 8
+
+
+def _bad_count(n: int) -> int:
+    return max(1, n // 500)
+
+
+def generate(out_dir: str | Path, entities: int = 5000, seed: int = 0) -> dict[str, int]:
+    """Write the four sources for `entities` customers into `out_dir`.
+
+    Args:
+        out_dir: Folder to create or overwrite.
+        entities: Number of customers (rows of profiles.csv before bad records).
+        seed: Same seed, same bytes.
+
+    Returns:
+        Records written per source, bad ones included.
+    """
+    if entities < 10:
+        raise ValueError(f"entities must be at least 10, got {entities}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n = entities
+    ids = np.arange(1, n + 1, dtype=np.int64)
+
+    # Latent traits that drive both the sources and the label.
+    engagement = rng.normal(0, 1, n)
+    spend = rng.normal(0, 1, n)
+    trend = rng.normal(0, 1, n)
+
+    age = rng.integers(18, 80, n)
+    plan_idx = rng.choice(3, n, p=[0.5, 0.35, 0.15])
+    tenure = np.round(rng.gamma(2.0, 12.0, n), 1)
+
+    logit = (
+        -0.4
+        - 1.0 * engagement
+        - 0.6 * spend
+        - 0.9 * trend
+        + 0.8 * (plan_idx == 0)
+        - 0.025 * (tenure - 24)
+    )
+    churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+
+    bad: dict[str, list[dict]] = {}
+    counts: dict[str, int] = {}
+    k = _bad_count(n)
+
+    # profiles.csv: strings so that bad values survive the CSV round trip as they would in the wild.
+    prof = {
+        "entity_id": ids.astype(str).astype(object),
+        "age": age.astype(str).astype(object),
+        "plan": np.array(PLANS, dtype=object)[plan_idx],
+        "tenure_months": tenure.astype(str).astype(object),
+        "churned": churned.astype(str).astype(object),
+    }
+    picks = rng.choice(n, 4 * k, replace=False)
+    plants = [("age", "forty", "wrong type"), ("entity_id", "", "missing key"),
+              ("age", "250", "out of range"), ("plan", "platinum", "not allowed")]
+    bad["profiles"] = []
+    for j, (col, value, why) in enumerate(plants):
+        for row in picks[j * k:(j + 1) * k]:
+            prof[col][row] = value
+            bad["profiles"].append({"row": int(row), "field": col, "why": why})
+    pacsv.write_csv(pa.table({c: pa.array(v, pa.string()) for c, v in prof.items()}), out / "profiles.csv")
+    counts["profiles"] = n
+
+    # events.jsonl: engagement drives how many events and how long they last.
+    n_events = rng.poisson(3.0 * np.exp(0.5 * engagement)) + 1
+    ev_ids = np.repeat(ids, n_events)
+    ev_eng = np.repeat(engagement, n_events)
+    ev_type = rng.choice(len(EVENT_TYPES), len(ev_ids), p=[0.4, 0.35, 0.15, 0.1])
+    ev_dur = np.round(rng.exponential(60.0 * np.exp(0.4 * ev_eng)), 2)
+    lines = [
+        json.dumps({"user": {"id": int(i)}, "event": {"type": EVENT_TYPES[t], "duration_s": float(d)}})
+        for i, t, d in zip(ev_ids.tolist(), ev_type.tolist(), ev_dur.tolist(), strict=True)
+    ]
+    picks = rng.choice(len(lines), 4 * k, replace=False)
+    bad["events"] = []
+    for j, row in enumerate(picks):
+        kind = j // k
+        rec = json.loads(lines[row])
+        if kind == 0:
+            lines[row], why = lines[row][: len(lines[row]) // 2], "broken JSON line"
+        elif kind == 1:
+            del rec["user"]["id"]
+            lines[row], why = json.dumps(rec), "missing key"
+        elif kind == 2:
+            rec["event"]["duration_s"] = -5.0
+            lines[row], why = json.dumps(rec), "out of range"
+        else:
+            rec["event"]["duration_s"] = "long"
+            lines[row], why = json.dumps(rec), "wrong type"
+        bad["events"].append({"row": int(row), "why": why})
+    (out / "events.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    counts["events"] = len(lines)
+
+    # transactions.parquet: spend drives the amounts. Parquet is typed, so the bad ones are nulls and ranges.
+    n_tx = rng.poisson(2.0 * np.exp(0.3 * spend)) + 1
+    tx_ids = np.repeat(ids, n_tx).astype(object)
+    tx_amount = np.round(rng.lognormal(3.0 + 0.5 * np.repeat(spend, n_tx), 0.5), 2)
+    picks = rng.choice(len(tx_ids), 2 * k, replace=False)
+    bad["transactions"] = []
+    for row in picks[:k]:
+        tx_ids[row] = None
+        bad["transactions"].append({"row": int(row), "why": "missing key"})
+    for row in picks[k:]:
+        tx_amount[row] = -10.0
+        bad["transactions"].append({"row": int(row), "why": "out of range"})
+    pq.write_table(
+        pa.table({"entity_id": pa.array(tx_ids, pa.int64()), "amount": pa.array(tx_amount, pa.float64())}),
+        out / "transactions.parquet",
+    )
+    counts["transactions"] = len(tx_ids)
+
+    # readings.csv: a daily usage series whose slope is the latent trend.
+    days = np.tile(np.arange(READING_DAYS), n)
+    r_ids = np.repeat(ids, READING_DAYS).astype(str).astype(object)
+    usage = np.round(50 + np.repeat(trend, READING_DAYS) * 2.0 * days + rng.normal(0, 3, n * READING_DAYS), 3)
+    usage = usage.astype(str).astype(object)
+    day_s = days.astype(str).astype(object)
+    picks = rng.choice(len(r_ids), 3 * k, replace=False)
+    bad["readings"] = []
+    for j, row in enumerate(picks):
+        kind = j // k
+        if kind == 0:
+            usage[row], why = "n/a", "wrong type"
+        elif kind == 1:
+            r_ids[row], why = "", "missing key"
+        else:
+            day_s[row], why = "-1", "out of range"
+        bad["readings"].append({"row": int(row), "why": why})
+    pacsv.write_csv(
+        pa.table({"entity_id": pa.array(r_ids, pa.string()), "day": pa.array(day_s, pa.string()),
+                  "usage": pa.array(usage, pa.string())}),
+        out / "readings.csv",
+    )
+    counts["readings"] = len(r_ids)
+
+    (out / "bad_records.json").write_text(json.dumps(bad, indent=1), encoding="utf-8")
+    return counts

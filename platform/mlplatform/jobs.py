@@ -1,0 +1,160 @@
+"""The thin job layer: run a lifecycle job in-process, or submit it to a Ray cluster's Jobs API.
+
+`submit` validates the config locally first (a bad config never reaches the cluster), uploads the
+repository as the job's working_dir, streams the logs and returns the job's exit status. Inside the job,
+`job_main` parses args, loads the config, connects to Ray and calls `mlplatform.pipeline.run_job`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import os
+import sys
+import time
+from pathlib import Path
+
+from mlplatform.config import load_config
+from mlplatform.errors import ConfigError, JobFailedError, PlatformError
+
+__all__ = ["job_main", "submit", "run_local", "repo_root", "EXCLUDES"]
+
+#: Never uploaded with the working_dir: environments, state, caches.
+EXCLUDES = [".venv", ".mlplatform", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
+            "build", "mlruns"]
+
+
+def repo_root() -> Path:
+    """The repository holding jobs/ (the working_dir uploaded with a job)."""
+    here = Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p / "jobs").is_dir() and (p / "platform" / "mlplatform").is_dir():
+            return p
+    raise PlatformError(f"run this from the mlplatform repository (no jobs/ and platform/mlplatform/ above {here})")
+
+
+def _connect() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    runtime_env = {}
+    bootstrap = sys.modules.get("_bootstrap")
+    if bootstrap is not None and getattr(bootstrap, "INSERTED", False):
+        # The package came from the uploaded working_dir, not from an install: ship it to tasks and actors.
+        import mlplatform
+
+        runtime_env["py_modules"] = [mlplatform]
+    ray.init(runtime_env=runtime_env or None)
+
+
+def job_main(job: str, argv: list[str] | None = None) -> int:
+    """Entrypoint of jobs/<job>.py. Returns the process exit code."""
+    parser = argparse.ArgumentParser(prog=f"jobs/{job}.py")
+    parser.add_argument("--config", required=True, help="YAML pipeline config")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if job in ("train", "deploy", "pipeline") and not os.environ.get("MLFLOW_TRACKING_URI"):
+        print("error: MLFLOW_TRACKING_URI is not set. Start the local platform with `mlplatform up` (it exports "
+              "it to every Ray process) or set it in the cluster's environment (cluster.yaml).", file=sys.stderr)
+        return 2
+    from mlplatform.pipeline import run_job
+
+    _connect()
+    try:
+        run_job(job, cfg)
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_local(job: str, config: str) -> int:
+    """Run a job in this process on an embedded local Ray (`mlplatform run`), with the local MLflow server."""
+    import ray
+
+    from mlplatform import cluster
+
+    load_config(config)  # fail on a bad config before starting anything
+    state = cluster.load_state()
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        if state is None or not cluster._answers(f"{state.mlflow_url}/health"):
+            raise PlatformError("no MLflow server: run `mlplatform up` first, or set MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = state.mlflow_url
+    ray.init(address="local", include_dashboard=False)
+    try:
+        return job_main(job, ["--config", config])
+    finally:
+        if job in ("deploy", "pipeline"):
+            print("note: the endpoint lives as long as this embedded Ray; use `mlplatform submit` to keep it up")
+        ray.shutdown()
+
+
+def _address(address: str | None) -> str:
+    if address:
+        return address
+    if os.environ.get("RAY_ADDRESS", "").startswith("http"):
+        return os.environ["RAY_ADDRESS"]
+    from mlplatform.cluster import load_state
+
+    state = load_state()
+    return state.dashboard_url if state else "http://127.0.0.1:8265"
+
+
+def submit(job: str, config: str, address: str | None = None, *, wait: bool = True) -> int:
+    """Submit jobs/<job>.py with `config` to the Ray Jobs API at `address`; stream logs; return exit code.
+
+    Raises:
+        ConfigError: the config is invalid (nothing is submitted) or lies outside the repository.
+        JobFailedError: with `wait`, the job ended FAILED or STOPPED.
+    """
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    from mlplatform.cluster import ensure_token_env
+    from mlplatform.registry import git_commit
+
+    root = repo_root()
+    cfg_path = Path(config).resolve()
+    load_config(cfg_path)
+    if not (root / "jobs" / f"{job}.py").exists():
+        raise ConfigError(f"unknown job {job!r}: no {root / 'jobs' / (job + '.py')}")
+    try:
+        rel = cfg_path.relative_to(root)
+    except ValueError:
+        raise ConfigError(f"{config}: the config must live inside the repository ({root}), "
+                          "which is uploaded as the job's working_dir") from None
+    ensure_token_env()
+    addr = _address(address)
+    client = JobSubmissionClient(addr)
+    job_id = client.submit_job(
+        entrypoint=f"python jobs/{job}.py --config {rel.as_posix()}",
+        submission_id=f"mlplatform-{job}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
+        runtime_env={
+            "working_dir": str(root),
+            "excludes": EXCLUDES,
+            "env_vars": {"MLPLATFORM_GIT_COMMIT": git_commit(root), "MLPLATFORM_SUBMITTED_BY": getpass.getuser()},
+        },
+    )
+    print(f"submitted {job_id} to {addr}", flush=True)
+    if not wait:
+        return 0
+
+    async def tail() -> None:
+        async for lines in client.tail_job_logs(job_id):
+            print(lines, end="", flush=True)
+
+    asyncio.run(tail())
+    status = client.get_job_status(job_id)
+    while not status.is_terminal():
+        time.sleep(0.5)
+        status = client.get_job_status(job_id)
+    if status != JobStatus.SUCCEEDED:
+        info = client.get_job_info(job_id)
+        raise JobFailedError(f"job {job_id} {status.value}: {info.message or ''}".strip())
+    print(f"job {job_id} succeeded", flush=True)
+    return 0

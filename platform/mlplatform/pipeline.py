@@ -1,0 +1,120 @@
+"""The lifecycle steps as jobs run them: ingest → train → deploy, each printing a short report.
+
+`jobs/*.py` and `mlplatform run` call `run_job(name, config)`; everything here runs on whatever Ray
+cluster the process is connected to.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mlplatform.config import PipelineConfig
+from mlplatform.errors import ConfigError
+
+__all__ = ["JOBS", "run_job", "ingest_step", "train_step", "deploy_step", "pipeline"]
+
+log = logging.getLogger(__name__)
+
+
+def _table(rows: list[list[Any]], header: list[str]) -> str:
+    cells = [header] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(fmt.format(*r) for r in [cells[0], ["-" * w for w in widths], *cells[1:]])
+
+
+def ingest_step(cfg: PipelineConfig):
+    from mlplatform.data.ingest import ingest
+
+    started = time.time()
+    version = ingest(cfg.data)
+    m = version.manifest
+    rows = [[name, s["in"], s["ok"], s["quarantined"], "yes" if s["in"] == s["ok"] + s["quarantined"] else "NO"]
+            for name, s in m["sources"].items()]
+    print("\n== ingest: records in = ok + quarantined, per source")
+    print(_table(rows, ["source", "in", "ok", "quarantined", "balanced"]))
+    print(f"dataset {m['name']} version {version.version}{' (reused: inputs unchanged)' if version.reused else ''}"
+          f": {m['rows']} rows x {len(m['features'])} features, fingerprint {version.fingerprint[:16]}")
+    print(f"  table:      {version.table_path}\n  quarantine: {version.path}/quarantine"
+          f"  ({time.time() - started:.1f}s)")
+    return version
+
+
+def train_step(cfg: PipelineConfig, dataset=None):
+    from mlplatform.data.ingest import ingest
+    from mlplatform.train.register import config_hash, log_and_register
+    from mlplatform.train.search import METRIC, load_training_data, search
+
+    if cfg.train is None:
+        raise ConfigError("the config has no `train` section")
+    dataset = dataset or ingest(cfg.data)
+    started = time.time()
+    data = load_training_data(dataset)
+    outcomes = search(cfg.train, data, name=f"{cfg.train.experiment}-{int(started)}")
+    registered = log_and_register(cfg.train, outcomes, data, dataset, pipeline_config_hash=config_hash(cfg))
+    rows = [[o.trial_id, o.metrics.get("round", "-"), f"{o.metrics.get(METRIC, float('nan')):.4f}",
+             " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in o.config.items() if k in cfg.train.search_space),
+             o.error or ""] for o in outcomes]
+    print(f"\n== train: {len(outcomes)} trials (ASHA stops weak ones early)")
+    print(_table(rows, ["trial", "rounds", METRIC, "params", "error"]))
+    for r in registered:
+        print(f"registered {r.name} version {r.version} {METRIC}={r.metrics.get(METRIC, float('nan')):.4f}"
+              f"{' aliases=' + ','.join(r.aliases) if r.aliases else ''}")
+    print(f"  ({time.time() - started:.1f}s)")
+    return registered
+
+
+def deploy_step(cfg: PipelineConfig):
+    from mlplatform.deploy import deploy
+
+    if cfg.deploy is None:
+        raise ConfigError("the config has no `deploy` section")
+    started = time.time()
+    d = deploy(cfg.deploy.serve_config, cfg.deploy.application)
+    print(f"\n== deploy: application {d.app_name!r} at {d.url} ({time.time() - started:.1f}s)")
+    print(_table([[f"v{v}", f"{w:g}%"] for v, w in d.weights.items()], ["version", "weight"]))
+    print(f"try: {d.curl()}")
+    return d
+
+
+def pipeline(cfg: PipelineConfig):
+    dataset = ingest_step(cfg)
+    if cfg.train is not None:
+        train_step(cfg, dataset)
+    if cfg.deploy is not None:
+        return deploy_step(cfg)
+    return dataset
+
+
+JOBS: dict[str, Callable[[PipelineConfig], Any]] = {
+    "ingest": ingest_step,
+    "train": train_step,
+    "deploy": deploy_step,
+    "pipeline": pipeline,
+}
+
+
+def run_job(name: str, cfg: PipelineConfig) -> Any:
+    """Run one job on the Ray cluster this process is (or will be) connected to."""
+    import ray
+
+    if name not in JOBS:
+        raise ConfigError(f"unknown job {name!r}; choose one of {sorted(JOBS)}")
+    if not ray.is_initialized():
+        ray.init()  # inside `ray job submit` this joins the job's cluster; alone it starts a local one
+    _quiet_ray_data()
+    return JOBS[name](cfg)
+
+
+def _quiet_ray_data() -> None:
+    # Ray Data logs a full progress table every few seconds when stdout is not a terminal (always true
+    # in a Ray job); one line per dataset is enough in job logs.
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
