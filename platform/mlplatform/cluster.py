@@ -22,7 +22,7 @@ import requests
 from mlplatform.errors import PlatformError, PlatformNotRunningError
 from mlplatform.settings import platform_home
 
-__all__ = ["PlatformState", "up", "down", "status", "load_state", "ensure_token_env", "TOKEN_PATH"]
+__all__ = ["PlatformState", "up", "down", "status", "load_state", "auth_headers", "TOKEN_PATH"]
 
 TOKEN_PATH = Path("~/.ray/auth_token").expanduser()
 STATE_FILE = "platform.json"
@@ -45,10 +45,16 @@ def _bin(name: str) -> str:
     return str(candidate) if candidate.exists() else name
 
 
-def ensure_token_env() -> None:
-    """Make Ray clients in this process use token auth when a token is available (it is after `up`)."""
-    if os.environ.get("RAY_AUTH_TOKEN") or TOKEN_PATH.exists() or os.environ.get("RAY_AUTH_TOKEN_PATH"):
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+def auth_headers() -> dict[str, str]:
+    """The Authorization header for Ray's dashboard/Jobs API, from the same places Ray looks for a token.
+
+    Passed explicitly because Ray reads RAY_AUTH_MODE once per process, before our CLI could set it.
+    """
+    token = os.environ.get("RAY_AUTH_TOKEN")
+    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", TOKEN_PATH)).expanduser()
+    if not token and path.exists():
+        token = path.read_text().strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _ensure_token() -> None:

@@ -115,7 +115,7 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
     """
     from ray.job_submission import JobStatus, JobSubmissionClient
 
-    from mlplatform.cluster import ensure_token_env
+    from mlplatform.cluster import auth_headers
     from mlplatform.registry import git_commit
 
     root = repo_root()
@@ -128,9 +128,8 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
     except ValueError:
         raise ConfigError(f"{config}: the config must live inside the repository ({root}), "
                           "which is uploaded as the job's working_dir") from None
-    ensure_token_env()
     addr = _address(address)
-    client = JobSubmissionClient(addr)
+    client = JobSubmissionClient(addr, headers=auth_headers())
     job_id = client.submit_job(
         entrypoint=f"python jobs/{job}.py --config {rel.as_posix()}",
         submission_id=f"mlplatform-{job}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",

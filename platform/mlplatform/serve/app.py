@@ -1,0 +1,149 @@
+"""The application builder referenced by Serve config files: ``import_path: mlplatform.serve:build_app``.
+
+One `ModelVersion` deployment per version and one `Router` ingress whose user_config holds the weights, so
+a config that only changes the router's user_config (``deployments: [{name: <model>-router, user_config:
+{weights: ...}}]``) re-weights traffic without restarting any replica.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from ray import serve
+
+from mlplatform import registry
+from mlplatform.serve.model import Loader, ModelVersion, load_booster
+from mlplatform.serve.router import Router
+from mlplatform.serve.schemas import AppArgs, VersionSpec
+
+__all__ = ["build_app", "make_app", "resolve_app_args"]
+
+#: ``(model_name, version, alias, *, tracking_uri) -> concrete version``, as `registry.resolve_version`.
+Resolver = Callable[..., str]
+
+#: Requests a router replica handles at once; it mostly awaits the version replicas, so this is high.
+ROUTER_MAX_ONGOING = 256
+
+
+def resolve_app_args(
+    args: dict[str, Any] | AppArgs,
+    *,
+    features: list[str] | None = None,
+    resolver: Resolver = registry.resolve_version,
+) -> tuple[AppArgs, list[str]]:
+    """Validate `args` and pin what the registry decides: versions behind aliases, features, tracking URI.
+
+    Args:
+        args: the application args (a dict as in a Serve config, or AppArgs).
+        features: override of the feature list (skips the registry signature look-up).
+        resolver: turns a version or alias into a concrete version (default: the MLflow registry).
+
+    Returns:
+        (AppArgs whose versions are concrete and whose features are set, the features).
+
+    Raises:
+        pydantic.ValidationError: `args` is invalid; the error names the field.
+        mlplatform.errors.RegistryError: a version or alias does not exist.
+        ValueError: two entries resolve to the same version, or versions disagree on their features.
+    """
+    parsed = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
+    tracking_uri = parsed.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    features = list(features) if features is not None else parsed.features
+
+    resolved: list[VersionSpec] = []
+    seen: dict[str, str] = {}
+    for spec in parsed.versions:
+        version = str(resolver(parsed.model_name, spec.version, spec.alias, tracking_uri=tracking_uri))
+        if version in seen:
+            raise ValueError(
+                f"{seen[version]} and {spec.label} both resolve to version {version}; serve it once"
+            )
+        seen[version] = spec.label
+        resolved.append(spec.model_copy(update={"version": version, "alias": None}))
+
+    if features is None:
+        # Every version must take the same inputs, or the router would feed one of them the wrong columns.
+        signatures = {
+            v.version: registry.model_features(parsed.model_name, v.version, tracking_uri=tracking_uri)  # type: ignore[arg-type]
+            for v in resolved
+        }
+        features = signatures[resolved[0].version]  # type: ignore[index]
+        differ = {v: f for v, f in signatures.items() if f != features}
+        if differ:
+            raise ValueError(
+                f"versions of {parsed.model_name!r} take different features: {signatures}; "
+                "serve them in separate apps"
+            )
+
+    out = AppArgs.model_validate(
+        {
+            **parsed.model_dump(),
+            "tracking_uri": tracking_uri,
+            "versions": [v.model_dump() for v in resolved],
+            "features": features,
+        }
+    )
+    return out, list(features)
+
+
+def make_app(
+    args: dict[str, Any] | AppArgs,
+    *,
+    loader: Loader = load_booster,
+    features: list[str] | None = None,
+    resolver: Resolver = registry.resolve_version,
+) -> serve.Application:
+    """`build_app` with the model loader, features and version resolver injectable (tests, smoke runs).
+
+    Args:
+        args: the application args.
+        loader: ``(model_uri, tracking_uri) -> xgboost.Booster`` run on each version replica.
+        features: override of the feature list.
+        resolver: version/alias → concrete version (default: the MLflow registry).
+
+    Returns:
+        The bound application (router + one deployment per version).
+    """
+    resolved, features = resolve_app_args(args, features=features, resolver=resolver)
+    name = resolved.model_name
+    handles = {}
+    for spec in resolved.versions:
+        assert spec.version is not None
+        handles[spec.version] = ModelVersion.options(
+            name=f"{name}-v{spec.version}",
+            num_replicas=spec.num_replicas,
+            ray_actor_options={"num_cpus": spec.num_cpus},
+            # Room for one batch being predicted while the next one fills (Serve's default is 5 in flight).
+            max_ongoing_requests=2 * spec.max_batch_size,
+            user_config={
+                "max_batch_size": spec.max_batch_size,
+                "batch_wait_timeout_s": spec.batch_wait_timeout_s,
+            },
+        ).bind(name, spec.version, resolved.tracking_uri, loader=loader, features=features)
+    weights = {spec.version: spec.weight for spec in resolved.versions}
+    return Router.options(
+        name=f"{name}-router",
+        ray_actor_options={"num_cpus": resolved.ingress_num_cpus},
+        max_ongoing_requests=ROUTER_MAX_ONGOING,
+        user_config={"weights": weights},
+    ).bind(resolved.model_dump(mode="json"), features, handles)
+
+
+def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
+    """Build the serving application from Serve config `args` (validated as `AppArgs`).
+
+    Serve calls builders with exactly one argument, the `args` dict; use `make_app` to inject a loader.
+
+    Args:
+        args: the application args.
+
+    Returns:
+        The bound application (router + one deployment per version).
+
+    Raises:
+        pydantic.ValidationError: `args` is invalid; the error names the field.
+        mlplatform.errors.RegistryError: a version or alias does not exist in the registry.
+    """
+    return make_app(args)

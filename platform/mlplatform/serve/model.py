@@ -1,0 +1,125 @@
+"""One deployment per model version: loads its XGBoost Booster from MLflow and predicts in batches."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from mlplatform.registry import model_uri
+
+__all__ = ["ModelVersion", "load_booster"]
+
+logger = logging.getLogger("ray.serve")
+
+Loader = Callable[[str, "str | None"], Any]
+
+
+def load_booster(uri: str, tracking_uri: str | None):
+    """Load an XGBoost Booster saved with the MLflow xgboost flavor, over the tracking server.
+
+    The flavor stores XGBoost's own format (UBJSON/JSON), so nothing is unpickled.
+
+    Args:
+        uri: an MLflow model URI, e.g. ``models:/churn/3``.
+        tracking_uri: MLflow tracking server; None uses $MLFLOW_TRACKING_URI.
+
+    Returns:
+        An ``xgboost.Booster``.
+
+    Raises:
+        TypeError: the model is not an XGBoost model.
+    """
+    import mlflow
+    import mlflow.xgboost
+    import xgboost
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    model = mlflow.xgboost.load_model(uri)
+    if isinstance(model, xgboost.XGBModel):
+        model = model.get_booster()
+    if not isinstance(model, xgboost.Booster):
+        raise TypeError(f"{uri} loaded as {type(model).__name__}, not an xgboost Booster")
+    return model
+
+
+@serve.deployment
+class ModelVersion:
+    """A replica serving one registered model version.
+
+    Args:
+        model_name: registered model name.
+        version: concrete registered version.
+        tracking_uri: MLflow tracking server (None: $MLFLOW_TRACKING_URI).
+        loader: ``(model_uri, tracking_uri) -> Booster``; tests pass a fake one.
+        features: the router's feature order; checked against the Booster's feature names if it has them.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        version: str,
+        tracking_uri: str | None,
+        loader: Loader = load_booster,
+        features: list[str] | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.version = str(version)
+        self.booster = loader(model_uri(model_name, self.version), tracking_uri)
+        if features is not None:
+            _check_features(self.booster, features, f"{model_name} v{self.version}")
+        # The batch queue is built per instance: `@serve.batch` on a method keeps ONE queue per class per
+        # process, so two versions living in one process (local testing mode) would share batches and the
+        # first request's `self` would predict them all.
+        self._batched = serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)(self._predict_batch)
+        logger.info("loaded %s version %s", model_name, self.version)
+
+    def reconfigure(self, user_config: dict[str, Any] | None) -> None:
+        """Apply ``{"max_batch_size": int, "batch_wait_timeout_s": float}`` without restarting the replica."""
+        cfg = dict(user_config or {})
+        unknown = sorted(set(cfg) - {"max_batch_size", "batch_wait_timeout_s"})
+        if unknown:
+            raise ValueError(
+                f"unknown user_config key(s) {unknown}; expected max_batch_size, batch_wait_timeout_s"
+            )
+        if "max_batch_size" in cfg:
+            self._batched.set_max_batch_size(int(cfg["max_batch_size"]))
+        if "batch_wait_timeout_s" in cfg:
+            self._batched.set_batch_wait_timeout_s(float(cfg["batch_wait_timeout_s"]))
+
+    async def predict(self, x: np.ndarray) -> np.ndarray:
+        """Predictions for the rows of `x` ([n, features] float32), batched with concurrent requests."""
+        return await self._batched(x)
+
+    async def _predict_batch(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        # One inplace_predict for the whole batch; XGBoost releases the GIL, so running it in a thread keeps
+        # the replica's event loop free to queue up the next batch meanwhile.
+        batch = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
+        preds = await asyncio.to_thread(self.booster.inplace_predict, batch)
+        preds = np.asarray(preds)
+        offsets = np.cumsum([len(x) for x in xs])[:-1]
+        return list(np.split(preds, offsets))
+
+    def version_info(self) -> str:
+        """The version this replica serves (also a cheap liveness probe for the router)."""
+        return self.version
+
+
+def _check_features(booster: Any, features: list[str], what: str) -> None:
+    """Refuse to serve a Booster whose inputs disagree with the endpoint's feature list."""
+    n = booster.num_features()
+    if n != len(features):
+        raise ValueError(
+            f"{what}: the Booster takes {n} features, the endpoint sends {len(features)} {features}"
+        )
+    names = booster.feature_names
+    if names is not None and list(names) != list(features):
+        raise ValueError(
+            f"{what}: the Booster's features {list(names)} differ from the endpoint's {features}"
+        )

@@ -1,0 +1,163 @@
+"""The whole lifecycle on a real local platform: plain `ray job submit` of the demo pipeline, then HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import requests
+
+from mlplatform.cluster import load_state
+from tests.conftest import ROOT
+from tests.integration.conftest import BIN, cli
+
+pytestmark = pytest.mark.integration
+
+URL = "http://127.0.0.1:8000"
+PREDICT = f"{URL}/v1/models/churn:predict"
+
+
+@pytest.fixture(scope="module")
+def served(platform_env):
+    """Sample data, then the exact plain-Ray-CLI command from the README; returns the feature names."""
+    cli("data", "--entities", "3000", env=platform_env)
+    env = {**platform_env, "RAY_AUTH_MODE": "token"}
+    cmd = ("ray job submit --address http://127.0.0.1:8265 --working-dir . -- "
+           "python jobs/pipeline.py --config jobs/configs/demo.yaml")
+    out = subprocess.run(cmd.split(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
+    assert "succeeded" in out.stdout + out.stderr
+    log = out.stdout
+    for source in ("profiles", "events", "transactions", "readings"):
+        line = next(ln for ln in log.splitlines() if ln.startswith(source + " "))
+        assert line.split()[-1] == "yes", line  # in = ok + quarantined
+    meta = requests.get(f"{URL}/v2/models/churn", timeout=10).json()
+    return [i["name"] for i in meta["inputs"]]
+
+
+def instance(features, **overrides):
+    row = {f: 1.0 for f in features}
+    row.update(overrides)
+    return row
+
+
+def test_platform_status_and_up_twice(platform_env):
+    cli("up", env=platform_env)  # harmless
+    out = cli("status", env=platform_env).stdout
+    assert "ray" in out and "up" in out and "http://127.0.0.1:5000" in out
+
+
+def test_v1_predict(served):
+    r = requests.post(PREDICT, json={"instances": [instance(served), instance(served, age=70.0)]}, timeout=10)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["predictions"]) == 2 and all(0 <= p <= 1 for p in body["predictions"])
+    assert r.headers["x-model-version"] == body["model_version"]
+
+
+def test_v2_infer_health_and_metadata(served):
+    assert requests.get(f"{URL}/v2/health/ready", timeout=10).status_code == 200
+    assert requests.get(f"{URL}/v2/health/live", timeout=10).status_code == 200
+    meta = requests.get(f"{URL}/v2/models/churn", timeout=10)
+    assert meta.status_code == 200 and "x-model-version" in meta.headers
+    inputs = [{"name": f, "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]} for f in served]
+    r = requests.post(f"{URL}/v2/models/churn/infer", json={"id": "r1", "inputs": inputs}, timeout=10)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["id"] == "r1" and out["outputs"][0]["shape"] == [2]
+    assert r.headers["x-model-version"] == out["model_version"]
+
+
+@pytest.mark.parametrize(
+    "make_body,status,needle",
+    [
+        (lambda f: b"{not json", 400, "JSON"),
+        (lambda f: json.dumps({"instances": []}).encode(), 400, "empty"),
+        (lambda f: json.dumps({"rows": []}).encode(), 400, "instances"),
+        (lambda f: json.dumps({"instances": [{k: 1.0 for k in f[1:]}]}).encode(), 400, "missing"),
+        (lambda f: json.dumps({"instances": [instance(f, bogus=1.0)]}).encode(), 400, "bogus"),
+        (lambda f: json.dumps({"instances": [instance(f, age="old")]}).encode(), 400, "age"),
+        (lambda f: b'{"instances": [' + json.dumps(instance(f)).replace('"age": 1.0', '"age": NaN').encode() + b"]}",
+         400, "age"),
+        (lambda f: json.dumps({"instances": [instance(f)] * 5000}).encode(), 413, ""),
+    ],
+)
+def test_bad_requests_get_4xx_naming_the_problem(served, make_body, status, needle):
+    r = requests.post(PREDICT, data=make_body(served), headers={"Content-Type": "application/json"}, timeout=30)
+    assert r.status_code == status, r.text
+    assert needle.lower() in r.json()["error"].lower()
+    assert "x-model-version" in r.headers
+    # ...and the server keeps serving.
+    ok = requests.post(PREDICT, json={"instances": [instance(served)]}, timeout=10)
+    assert ok.status_code == 200
+
+
+def test_unknown_model_is_404(served):
+    r = requests.post(f"{URL}/v1/models/nope:predict", json={"instances": [instance(served)]}, timeout=10)
+    assert r.status_code == 404 and "nope" in r.json()["error"]
+
+
+def test_traffic_split_matches_weights(served):
+    weights = requests.get(f"{URL}/v1/models/churn", timeout=10).json()["versions"]
+    assert sorted(weights.values()) == [10, 90]
+    counts: Counter[str] = Counter()
+    session = requests.Session()
+    body = {"instances": [instance(served)]}
+    for _ in range(2000):
+        r = session.post(PREDICT, json=body, timeout=10)
+        assert r.status_code == 200
+        counts[r.headers["x-model-version"]] += 1
+    for version, weight in weights.items():
+        share = 100 * counts[version] / 2000
+        assert math.isclose(share, weight, abs_tol=3), (counts, weights)
+
+
+def test_registry_lineage(served, platform_env, tmp_path):
+    from mlflow import MlflowClient
+
+    state = load_state(Path(platform_env["MLPLATFORM_HOME"]))
+    c = MlflowClient(tracking_uri=state.mlflow_url, registry_uri=state.mlflow_url)
+    champion = c.get_model_version_by_alias("churn", "champion")
+    tags = champion.tags
+    assert len(tags["mlplatform.dataset.fingerprint"]) == 64
+    assert tags["mlplatform.config_hash"] and tags["mlplatform.git_commit"]
+    # Native XGBoost format, never pickle.
+    import mlflow
+
+    mlflow.set_tracking_uri(state.mlflow_url)
+    local = Path(mlflow.artifacts.download_artifacts("models:/churn@champion", dst_path=str(tmp_path)))
+    names = [p.name for p in local.rglob("*")]
+    assert any(n.endswith(".ubj") for n in names), names
+    assert not any(n.endswith((".pkl", ".pickle")) for n in names), names
+
+
+def test_mlplatform_submit_streams_and_reuses_dataset(served, platform_env):
+    out = cli("submit", "ingest", "--config", "jobs/configs/demo.yaml", env=platform_env)
+    assert "reused: inputs unchanged" in out.stdout
+    assert "succeeded" in out.stdout
+
+
+def test_submit_bad_config_fails_before_submitting(platform_env, tmp_path):
+    bad = ROOT / "jobs" / "configs" / "_bad_test.yaml"
+    bad.write_text((ROOT / "jobs" / "configs" / "demo.yaml").read_text().replace("num_samples: 4", "num_samples: -1"))
+    try:
+        out = cli("submit", "pipeline", "--config", str(bad), env=platform_env, check=False)
+    finally:
+        bad.unlink()
+    assert out.returncode == 2
+    assert "_bad_test.yaml" in out.stderr and "train.num_samples" in out.stderr
+    assert "submitted" not in out.stdout
+
+
+def test_down_leaves_no_process(platform_env, served):
+    state = load_state(Path(platform_env["MLPLATFORM_HOME"]))
+    cli("down", env=platform_env)
+    for pid in (state.ray_pid, state.mlflow_pid):
+        assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+    cli("up", env=platform_env, timeout=300)  # the fixture's teardown expects it up
+    assert (BIN / "mlplatform").exists()

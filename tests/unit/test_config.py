@@ -1,0 +1,94 @@
+import pytest
+
+from mlplatform.config import PipelineConfig, load_config
+from mlplatform.errors import ConfigError, PlatformError
+from tests.conftest import DEMO_CONFIG
+
+
+def write(tmp_path, text):
+    p = tmp_path / "cfg.yaml"
+    p.write_text(text)
+    return p
+
+
+def demo_text():
+    return DEMO_CONFIG.read_text()
+
+
+def test_demo_config_loads(monkeypatch, tmp_path):
+    monkeypatch.setenv("MLPLATFORM_HOME", str(tmp_path))
+    cfg = load_config(DEMO_CONFIG)
+    assert isinstance(cfg, PipelineConfig)
+    assert cfg.data.base_source.name == "profiles"
+    assert cfg.data.sources[0].path == f"{tmp_path}/data/demo/profiles.csv"
+    assert cfg.train.register_top == 2
+
+
+def test_config_error_is_a_platform_error():
+    assert issubclass(ConfigError, PlatformError)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config("nope.yaml")
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    p = write(tmp_path, "data:\n  name: x\n  sources: [\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert f"{p}:" in str(e.value) and "malformed YAML" in str(e.value)
+
+
+def test_unknown_key_names_field_path(tmp_path):
+    p = write(tmp_path, demo_text().replace("  num_samples: 4", "  num_samples: 4\n  num_sampels: 3"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "train.num_sampels: unknown key" in str(e.value)
+    assert str(p) in str(e.value)
+
+
+def test_wrong_type_names_field_path_and_value(tmp_path):
+    p = write(tmp_path, demo_text().replace("num_boost_round: 60", "num_boost_round: lots"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    assert "train.num_boost_round" in str(e.value) and "'lots'" in str(e.value)
+
+
+def test_nested_field_path(tmp_path):
+    p = write(tmp_path, demo_text().replace("age: {type: int, min: 18, max: 120}", "age: {type: integer}"))
+    with pytest.raises(ConfigError, match=r"data\.sources\[0\]\.fields\.age\.type"):
+        load_config(p)
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ("max_depth: {type: randint, low: 2, high: 7}", "max_depth: {type: randint, low: 9, high: 7}",
+         "low \\(9.0\\) must be below high"),
+        ("max_depth: {type: randint, low: 2, high: 7}", "max_depth: {type: normal, low: 2, high: 7}",
+         "search_space.max_depth.type"),
+        ("format: parquet", "format: xlsx", r"sources\[2\]\.format"),
+        ("key: entity_id", "key: customer_id", "join key 'customer_id' is not a field"),
+        ("amount: {type: float, min: 0}", "amount: {type: float, min: 5, max: 1}", "min \\(5.0\\) is greater than max"),
+        ("{name: total_spend, agg: sum, column: amount}", "{name: total_spend, agg: sum, column: price}",
+         "column 'price' is not one of the source's fields"),
+    ],
+)
+def test_bad_values(tmp_path, old, new, message):
+    assert old in demo_text()
+    p = write(tmp_path, demo_text().replace(old, new))
+    with pytest.raises(ConfigError, match=message):
+        load_config(p)
+
+
+def test_unset_env_var_names_field(tmp_path, monkeypatch):
+    monkeypatch.delenv("NO_SUCH_VAR", raising=False)
+    p = write(tmp_path, demo_text().replace("${MLPLATFORM_HOME}/datasets", "${NO_SUCH_VAR}/datasets"))
+    with pytest.raises(ConfigError, match=r"data\.output_dir: environment variable \$\{NO_SUCH_VAR\} is not set"):
+        load_config(p)
+
+
+def test_top_level_must_be_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(write(tmp_path, "- a\n- b\n"))
