@@ -1,11 +1,10 @@
 """Job entrypoint: the pipeline step. Thin on purpose; the work lives in mlplatform.pipeline.
 
-    ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/pipeline.py --config jobs/configs/demo.yaml
-    mlplatform submit pipeline --config jobs/configs/demo.yaml
+ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/pipeline.py --config jobs/configs/demo.yaml
+mlplatform submit pipeline --config jobs/configs/demo.yaml
 """
 
 import _bootstrap  # noqa: F401  (makes platform/ importable when the package is not installed)
-
 from mlplatform.jobs import job_main
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ from mlplatform.errors import ConfigError, PlatformError
 def _cmd_up(a: argparse.Namespace) -> int:
     from mlplatform import cluster
 
-    s = cluster.up(ray_port=a.ray_port, dashboard_port=a.dashboard_port, mlflow_port=a.mlflow_port,
-                   num_cpus=a.num_cpus)
+    s = cluster.up(ray_port=a.ray_port, dashboard_port=a.dashboard_port, mlflow_port=a.mlflow_port, num_cpus=a.num_cpus)
     print(f"platform up in {s.home}\n  Ray dashboard + Jobs API: {s.dashboard_url}\n  MLflow UI: {s.mlflow_url}")
     return 0
 
@@ -73,10 +72,13 @@ def _cmd_endpoint(a: argparse.Namespace) -> int:
     weights = status.json().get("versions", {})
     features = [i["name"] for i in meta.json()["inputs"]]
     body = json.dumps({"instances": [{f: 1.0 for f in features}]})
-    print(f"endpoint   {base}/v1/models/{a.model}:predict   (Open Inference Protocol: {base}/v2/models/{a.model}/infer)")
+    print(
+        f"endpoint   {base}/v1/models/{a.model}:predict   (Open Inference Protocol: {base}/v2/models/{a.model}/infer)"
+    )
     print("versions   " + "  ".join(f"v{v}={w:g}%" for v, w in weights.items()))
-    print(f"try        curl -s -X POST {base}/v1/models/{a.model}:predict -H 'Content-Type: application/json' "
-          f"-d '{body}'")
+    print(
+        f"try        curl -s -X POST {base}/v1/models/{a.model}:predict -H 'Content-Type: application/json' -d '{body}'"
+    )
     if state:
         print(f"Ray        {state.dashboard_url}\nMLflow     {state.mlflow_url}")
     return 0
@@ -95,8 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=_cmd_down)
     sub.add_parser("status", help="what runs where").set_defaults(fn=_cmd_status)
 
-    for name, fn, text in (("submit", _cmd_submit, "submit a job to a Ray cluster's Jobs API"),
-                           ("run", _cmd_run, "run a job in this process on an embedded local Ray")):
+    for name, fn, text in (
+        ("submit", _cmd_submit, "submit a job to a Ray cluster's Jobs API"),
+        ("run", _cmd_run, "run a job in this process on an embedded local Ray"),
+    ):
         s = sub.add_parser(name, help=text)
         s.add_argument("job", choices=["ingest", "train", "deploy", "pipeline"])
         s.add_argument("--config", required=True)

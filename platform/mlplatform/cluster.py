@@ -22,7 +22,18 @@ import requests
 from mlplatform.errors import PlatformError, PlatformNotRunningError
 from mlplatform.settings import platform_home
 
-__all__ = ["PlatformState", "up", "down", "status", "load_state", "auth_headers", "TOKEN_PATH"]
+__all__ = [
+    "PlatformState",
+    "up",
+    "down",
+    "status",
+    "load_state",
+    "auth_headers",
+    "start_mlflow",
+    "stop",
+    "answers",
+    "TOKEN_PATH",
+]
 
 TOKEN_PATH = Path("~/.ray/auth_token").expanduser()
 STATE_FILE = "platform.json"
@@ -77,7 +88,8 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
+    """True when anything answers HTTP at `url` (any status)."""
     try:
         requests.get(url, timeout=2)
         return True
@@ -88,7 +100,7 @@ def _answers(url: str) -> bool:
 def _wait(url: str, what: str, log: Path, pid: int, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if _answers(url):
+        if answers(url):
             return
         if not _alive(pid):
             break
@@ -139,40 +151,45 @@ def up(
         # Every Ray process inherits these, so jobs (ours or plain `ray job submit`) find MLflow and data.
         "MLFLOW_TRACKING_URI": state.mlflow_url,
         "MLPLATFORM_HOME": str(home),
-        # One web worker and no job runners: ~500 MB instead of 10 processes on a laptop.
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
 
-    if previous and _alive(previous.mlflow_pid) and _answers(f"{state.mlflow_url}/health"):
+    if previous and _alive(previous.mlflow_pid) and answers(f"{state.mlflow_url}/health"):
         state.mlflow_pid = previous.mlflow_pid
     else:
-        if _answers(f"{state.mlflow_url}/health"):
+        if answers(f"{state.mlflow_url}/health"):
             raise PlatformError(f"something else already serves {state.mlflow_url}; stop it or pick another port")
-        log = home / "logs" / "mlflow.log"
-        proc = subprocess.Popen(
-            [_bin("mlflow"), "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-             "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
-             "--artifacts-destination", str(home / "mlartifacts"), "--workers", "1"],
-            env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=home,
-        )
-        state.mlflow_pid = proc.pid
+        state.mlflow_pid = start_mlflow(home, mlflow_port, env)
         _save(state)
-        _wait(f"{state.mlflow_url}/health", "MLflow server", log, proc.pid)
 
     if previous and _alive(previous.ray_pid):
         state.ray_pid = previous.ray_pid
     else:
-        if _answers(state.dashboard_url):
-            raise PlatformError(f"another Ray dashboard already answers at {state.dashboard_url}; "
-                                "run `mlplatform down` where it was started, or pick another port")
+        if answers(state.dashboard_url):
+            raise PlatformError(
+                f"another Ray dashboard already answers at {state.dashboard_url}; "
+                "run `mlplatform down` where it was started, or pick another port"
+            )
         log = home / "logs" / "ray.log"
-        cmd = [_bin("ray"), "start", "--head", "--block", "--port", str(ray_port),
-               "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-               "--dashboard-port", str(dashboard_port), "--disable-usage-stats"]
+        cmd = [
+            _bin("ray"),
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            str(ray_port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--dashboard-host",
+            "127.0.0.1",
+            "--dashboard-port",
+            str(dashboard_port),
+            "--disable-usage-stats",
+        ]
         if num_cpus is not None:
             cmd += ["--num-cpus", str(num_cpus)]
-        proc = subprocess.Popen(cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                                start_new_session=True, cwd=home)
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=home
+        )
         state.ray_pid = proc.pid
         _save(state)
         _wait(state.dashboard_url, "Ray head", log, proc.pid)
@@ -180,7 +197,41 @@ def up(
     return state
 
 
-def _stop(pid: int | None, timeout: float = 60) -> None:
+def start_mlflow(home: Path, port: int, env: dict[str, str] | None = None) -> int:
+    """Start an MLflow tracking server on 127.0.0.1:`port` with its store in `home`; wait until healthy.
+
+    SQLite backend (one writer: the server) and a proxied artifact store, so clients need only HTTP.
+    """
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    log = home / "logs" / "mlflow.log"
+    env = {**(env or os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(
+        [
+            _bin("mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{home / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(home / "mlartifacts"),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=home,
+    )
+    _wait(f"http://127.0.0.1:{port}/health", "MLflow server", log, proc.pid)
+    return proc.pid
+
+
+def stop(pid: int | None, timeout: float = 60) -> None:
+    """Stop a process group we started (SIGTERM, then SIGKILL)."""
     if not _alive(pid):
         return
     assert pid is not None
@@ -204,8 +255,8 @@ def down(home: Path | None = None) -> bool:
     if state is None:
         return False
     was_up = _alive(state.ray_pid) or _alive(state.mlflow_pid)
-    _stop(state.ray_pid)
-    _stop(state.mlflow_pid)
+    stop(state.ray_pid)
+    stop(state.mlflow_pid)
     # ray.init() with no address would otherwise try to join the cluster we just stopped.
     current = Path("/tmp/ray/ray_current_cluster")
     try:
@@ -223,9 +274,9 @@ def status(home: Path | None = None) -> dict[str, str]:
     state = load_state(home)
     if state is None:
         raise PlatformNotRunningError(f"no platform was started in {home}; run `mlplatform up`")
-    ray_ok = _alive(state.ray_pid) and _answers(state.dashboard_url)
-    mlflow_ok = _alive(state.mlflow_pid) and _answers(f"{state.mlflow_url}/health")
-    serve_ok = _answers(f"{state.serve_url}/v2/health/live")
+    ray_ok = _alive(state.ray_pid) and answers(state.dashboard_url)
+    mlflow_ok = _alive(state.mlflow_pid) and answers(f"{state.mlflow_url}/health")
+    serve_ok = answers(f"{state.serve_url}/v2/health/live")
     return {
         "home": state.home,
         "ray": f"{'up' if ray_ok else 'DOWN'}  pid {state.ray_pid}  GCS port {state.ray_port}",

@@ -60,14 +60,7 @@ def generate(out_dir: str | Path, entities: int = 5000, seed: int = 0) -> dict[s
     plan_idx = rng.choice(3, n, p=[0.5, 0.35, 0.15])
     tenure = np.round(rng.gamma(2.0, 12.0, n), 1)
 
-    logit = (
-        -0.4
-        - 1.0 * engagement
-        - 0.6 * spend
-        - 0.9 * trend
-        + 0.8 * (plan_idx == 0)
-        - 0.025 * (tenure - 24)
-    )
+    logit = -0.4 - 1.0 * engagement - 0.6 * spend - 0.9 * trend + 0.8 * (plan_idx == 0) - 0.025 * (tenure - 24)
     churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
 
     bad: dict[str, list[dict]] = {}
@@ -83,11 +76,15 @@ def generate(out_dir: str | Path, entities: int = 5000, seed: int = 0) -> dict[s
         "churned": churned.astype(str).astype(object),
     }
     picks = rng.choice(n, 4 * k, replace=False)
-    plants = [("age", "forty", "wrong type"), ("entity_id", "", "missing key"),
-              ("age", "250", "out of range"), ("plan", "platinum", "not allowed")]
+    plants = [
+        ("age", "forty", "wrong type"),
+        ("entity_id", "", "missing key"),
+        ("age", "250", "out of range"),
+        ("plan", "platinum", "not allowed"),
+    ]
     bad["profiles"] = []
     for j, (col, value, why) in enumerate(plants):
-        for row in picks[j * k:(j + 1) * k]:
+        for row in picks[j * k : (j + 1) * k]:
             prof[col][row] = value
             bad["profiles"].append({"row": int(row), "field": col, "why": why})
     pacsv.write_csv(pa.table({c: pa.array(v, pa.string()) for c, v in prof.items()}), out / "profiles.csv")
@@ -159,8 +156,13 @@ def generate(out_dir: str | Path, entities: int = 5000, seed: int = 0) -> dict[s
             day_s[row], why = "-1", "out of range"
         bad["readings"].append({"row": int(row), "why": why})
     pacsv.write_csv(
-        pa.table({"entity_id": pa.array(r_ids, pa.string()), "day": pa.array(day_s, pa.string()),
-                  "usage": pa.array(usage, pa.string())}),
+        pa.table(
+            {
+                "entity_id": pa.array(r_ids, pa.string()),
+                "day": pa.array(day_s, pa.string()),
+                "usage": pa.array(usage, pa.string()),
+            }
+        ),
         out / "readings.csv",
     )
     counts["readings"] = len(r_ids)

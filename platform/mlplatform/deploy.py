@@ -92,7 +92,9 @@ def deploy(serve_config: str, application: str | None = None) -> Deployment:
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for version, weight in weights.items():
         c.set_model_version_tag(
-            resolved.model_name, version, "mlplatform.deployment",
+            resolved.model_name,
+            version,
+            "mlplatform.deployment",
             json.dumps({"app": app["name"], "weight": weight, "at": stamp, "config": Path(serve_config).name}),
         )
     prefix = "" if route_prefix in ("/", None) else route_prefix.rstrip("/")

@@ -16,13 +16,22 @@ import time
 from pathlib import Path
 
 from mlplatform.config import load_config
-from mlplatform.errors import ConfigError, JobFailedError, PlatformError
+from mlplatform.errors import ConfigError, JobFailedError, PlatformError, PlatformNotRunningError
 
 __all__ = ["job_main", "submit", "run_local", "repo_root", "EXCLUDES"]
 
 #: Never uploaded with the working_dir: environments, state, caches.
-EXCLUDES = [".venv", ".mlplatform", ".git", "**/__pycache__", "*.egg-info", ".pytest_cache", ".ruff_cache",
-            "build", "mlruns"]
+EXCLUDES = [
+    ".venv",
+    ".mlplatform",
+    ".git",
+    "**/__pycache__",
+    "*.egg-info",
+    ".pytest_cache",
+    ".ruff_cache",
+    "build",
+    "mlruns",
+]
 
 
 def repo_root() -> Path:
@@ -60,8 +69,11 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if job in ("train", "deploy", "pipeline") and not os.environ.get("MLFLOW_TRACKING_URI"):
-        print("error: MLFLOW_TRACKING_URI is not set. Start the local platform with `mlplatform up` (it exports "
-              "it to every Ray process) or set it in the cluster's environment (cluster.yaml).", file=sys.stderr)
+        print(
+            "error: MLFLOW_TRACKING_URI is not set. Start the local platform with `mlplatform up` (it exports "
+            "it to every Ray process) or set it in the cluster's environment (cluster.yaml).",
+            file=sys.stderr,
+        )
         return 2
     from mlplatform.pipeline import run_job
 
@@ -75,24 +87,33 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
 
 
 def run_local(job: str, config: str) -> int:
-    """Run a job in this process on an embedded local Ray (`mlplatform run`), with the local MLflow server."""
+    """Run a job in this process on an embedded local Ray (`mlplatform run`); no `mlplatform up` needed.
+
+    Jobs that record to MLflow use the local platform's server when it is up; otherwise a server is
+    started on the same store for the duration of the run, so its runs and versions are kept.
+    """
     import ray
 
     from mlplatform import cluster
+    from mlplatform.settings import platform_home
 
     load_config(config)  # fail on a bad config before starting anything
-    state = cluster.load_state()
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
-        if state is None or not cluster._answers(f"{state.mlflow_url}/health"):
-            raise PlatformError("no MLflow server: run `mlplatform up` first, or set MLFLOW_TRACKING_URI")
-        os.environ["MLFLOW_TRACKING_URI"] = state.mlflow_url
+    own_mlflow = None
+    if job != "ingest" and not os.environ.get("MLFLOW_TRACKING_URI"):
+        state = cluster.load_state()
+        url = state.mlflow_url if state else "http://127.0.0.1:5000"
+        if not cluster.answers(f"{url}/health"):
+            print(f"starting an MLflow server for this run at {url} (store: {platform_home()})", flush=True)
+            own_mlflow = cluster.start_mlflow(platform_home(), int(url.rsplit(":", 1)[1]))
+        os.environ["MLFLOW_TRACKING_URI"] = url
     ray.init(address="local", include_dashboard=False)
     try:
         return job_main(job, ["--config", config])
     finally:
         if job in ("deploy", "pipeline"):
-            print("note: the endpoint lives as long as this embedded Ray; use `mlplatform submit` to keep it up")
+            print("note: this endpoint lives as long as the embedded Ray; `mlplatform submit` keeps it up")
         ray.shutdown()
+        cluster.stop(own_mlflow)
 
 
 def _address(address: str | None) -> str:
@@ -126,10 +147,17 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
     try:
         rel = cfg_path.relative_to(root)
     except ValueError:
-        raise ConfigError(f"{config}: the config must live inside the repository ({root}), "
-                          "which is uploaded as the job's working_dir") from None
+        raise ConfigError(
+            f"{config}: the config must live inside the repository ({root}), which is uploaded as the job's working_dir"
+        ) from None
     addr = _address(address)
-    client = JobSubmissionClient(addr, headers=auth_headers())
+    try:
+        client = JobSubmissionClient(addr, headers=auth_headers())
+    except ConnectionError as exc:
+        raise PlatformNotRunningError(
+            f"no Ray Jobs API at {addr}: start the local platform with `mlplatform up`, or pass --address "
+            f"(and forward the dashboard port of a remote cluster). ({exc})"
+        ) from None
     job_id = client.submit_job(
         entrypoint=f"python jobs/{job}.py --config {rel.as_posix()}",
         submission_id=f"mlplatform-{job}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",

@@ -32,14 +32,19 @@ def ingest_step(cfg: PipelineConfig):
     started = time.time()
     version = ingest(cfg.data)
     m = version.manifest
-    rows = [[name, s["in"], s["ok"], s["quarantined"], "yes" if s["in"] == s["ok"] + s["quarantined"] else "NO"]
-            for name, s in m["sources"].items()]
+    rows = [
+        [name, s["in"], s["ok"], s["quarantined"], "yes" if s["in"] == s["ok"] + s["quarantined"] else "NO"]
+        for name, s in m["sources"].items()
+    ]
     print("\n== ingest: records in = ok + quarantined, per source")
     print(_table(rows, ["source", "in", "ok", "quarantined", "balanced"]))
-    print(f"dataset {m['name']} version {version.version}{' (reused: inputs unchanged)' if version.reused else ''}"
-          f": {m['rows']} rows x {len(m['features'])} features, fingerprint {version.fingerprint[:16]}")
-    print(f"  table:      {version.table_path}\n  quarantine: {version.path}/quarantine"
-          f"  ({time.time() - started:.1f}s)")
+    print(
+        f"dataset {m['name']} version {version.version}{' (reused: inputs unchanged)' if version.reused else ''}"
+        f": {m['rows']} rows x {len(m['features'])} features, fingerprint {version.fingerprint[:16]}"
+    )
+    print(
+        f"  table:      {version.table_path}\n  quarantine: {version.path}/quarantine  ({time.time() - started:.1f}s)"
+    )
     return version
 
 
@@ -55,15 +60,27 @@ def train_step(cfg: PipelineConfig, dataset=None):
     data = load_training_data(dataset)
     outcomes = search(cfg.train, data, name=f"{cfg.train.experiment}-{int(started)}")
     registered = log_and_register(cfg.train, outcomes, data, dataset, pipeline_config_hash=config_hash(cfg))
-    rows = [[o.trial_id, o.metrics.get("round", "-"), f"{o.metrics.get(METRIC, float('nan')):.4f}",
-             " ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                      for k, v in o.config.items() if k in cfg.train.search_space),
-             o.error or ""] for o in outcomes]
+    rows = [
+        [
+            o.trial_id,
+            o.metrics.get("round", "-"),
+            f"{o.metrics.get(METRIC, float('nan')):.4f}",
+            " ".join(
+                f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in o.config.items()
+                if k in cfg.train.search_space
+            ),
+            o.error or "",
+        ]
+        for o in outcomes
+    ]
     print(f"\n== train: {len(outcomes)} trials (ASHA stops weak ones early)")
     print(_table(rows, ["trial", "rounds", METRIC, "params", "error"]))
     for r in registered:
-        print(f"registered {r.name} version {r.version} {METRIC}={r.metrics.get(METRIC, float('nan')):.4f}"
-              f"{' aliases=' + ','.join(r.aliases) if r.aliases else ''}")
+        print(
+            f"registered {r.name} version {r.version} {METRIC}={r.metrics.get(METRIC, float('nan')):.4f}"
+            f"{' aliases=' + ','.join(r.aliases) if r.aliases else ''}"
+        )
     print(f"  ({time.time() - started:.1f}s)")
     return registered
 

@@ -21,7 +21,9 @@ def client(tracking_uri: str | None = None):
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def resolve_version(name: str, version: str | None = None, alias: str | None = None, *, tracking_uri: str | None = None) -> str:
+def resolve_version(
+    name: str, version: str | None = None, alias: str | None = None, *, tracking_uri: str | None = None
+) -> str:
     """The concrete version number behind `version` or `alias`.
 
     Raises:
@@ -36,7 +38,9 @@ def resolve_version(name: str, version: str | None = None, alias: str | None = N
         return str(c.get_model_version(name, str(version)).version)
     except MlflowException as exc:
         what = f"alias {alias!r}" if alias is not None else f"version {version!r}"
-        raise RegistryError(f"model {name!r} has no {what} in the registry at {c.tracking_uri}: {exc.message}") from None
+        raise RegistryError(
+            f"model {name!r} has no {what} in the registry at {c.tracking_uri}: {exc.message}"
+        ) from None
 
 
 def model_uri(name: str, version: str) -> str:

@@ -17,10 +17,13 @@ BIN = Path(sys.executable).parent
 
 
 def cli(*args: str, env: dict[str, str], timeout: float = 900, check: bool = True) -> subprocess.CompletedProcess:
-    out = subprocess.run([str(BIN / "mlplatform"), *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=timeout)
+    out = subprocess.run(
+        [str(BIN / "mlplatform"), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+    )
     if check and out.returncode != 0:
-        raise AssertionError(f"mlplatform {' '.join(args)} exited {out.returncode}\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}")
+        raise AssertionError(
+            f"mlplatform {' '.join(args)} exited {out.returncode}\n{out.stdout[-4000:]}\n{out.stderr[-4000:]}"
+        )
     return out
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import requests
-
 from mlplatform.cluster import load_state
+
 from tests.conftest import ROOT
 from tests.integration.conftest import BIN, cli
 
@@ -27,8 +27,10 @@ def served(platform_env):
     """Sample data, then the exact plain-Ray-CLI command from the README; returns the feature names."""
     cli("data", "--entities", "3000", env=platform_env)
     env = {**platform_env, "RAY_AUTH_MODE": "token"}
-    cmd = ("ray job submit --address http://127.0.0.1:8265 --working-dir . -- "
-           "python jobs/pipeline.py --config jobs/configs/demo.yaml")
+    cmd = (
+        "ray job submit --address http://127.0.0.1:8265 --working-dir . -- "
+        "python jobs/pipeline.py --config jobs/configs/demo.yaml"
+    )
     out = subprocess.run(cmd.split(), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
     assert "succeeded" in out.stdout + out.stderr
@@ -82,8 +84,11 @@ def test_v2_infer_health_and_metadata(served):
         (lambda f: json.dumps({"instances": [{k: 1.0 for k in f[1:]}]}).encode(), 400, "missing"),
         (lambda f: json.dumps({"instances": [instance(f, bogus=1.0)]}).encode(), 400, "bogus"),
         (lambda f: json.dumps({"instances": [instance(f, age="old")]}).encode(), 400, "age"),
-        (lambda f: b'{"instances": [' + json.dumps(instance(f)).replace('"age": 1.0', '"age": NaN').encode() + b"]}",
-         400, "age"),
+        (
+            lambda f: b'{"instances": [' + json.dumps(instance(f)).replace('"age": 1.0', '"age": NaN').encode() + b"]}",
+            400,
+            "age",
+        ),
         (lambda f: json.dumps({"instances": [instance(f)] * 5000}).encode(), 413, ""),
     ],
 )

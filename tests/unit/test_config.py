@@ -1,7 +1,7 @@
 import pytest
-
 from mlplatform.config import PipelineConfig, load_config
 from mlplatform.errors import ConfigError, PlatformError
+
 from tests.conftest import DEMO_CONFIG
 
 
@@ -64,15 +64,24 @@ def test_nested_field_path(tmp_path):
 @pytest.mark.parametrize(
     "old,new,message",
     [
-        ("max_depth: {type: randint, low: 2, high: 7}", "max_depth: {type: randint, low: 9, high: 7}",
-         "low \\(9.0\\) must be below high"),
-        ("max_depth: {type: randint, low: 2, high: 7}", "max_depth: {type: normal, low: 2, high: 7}",
-         "search_space.max_depth.type"),
+        (
+            "max_depth: {type: randint, low: 2, high: 7}",
+            "max_depth: {type: randint, low: 9, high: 7}",
+            "low \\(9.0\\) must be below high",
+        ),
+        (
+            "max_depth: {type: randint, low: 2, high: 7}",
+            "max_depth: {type: normal, low: 2, high: 7}",
+            "search_space.max_depth.type",
+        ),
         ("format: parquet", "format: xlsx", r"sources\[2\]\.format"),
         ("key: entity_id", "key: customer_id", "join key 'customer_id' is not a field"),
         ("amount: {type: float, min: 0}", "amount: {type: float, min: 5, max: 1}", "min \\(5.0\\) is greater than max"),
-        ("{name: total_spend, agg: sum, column: amount}", "{name: total_spend, agg: sum, column: price}",
-         "column 'price' is not one of the source's fields"),
+        (
+            "{name: total_spend, agg: sum, column: amount}",
+            "{name: total_spend, agg: sum, column: price}",
+            "column 'price' is not one of the source's fields",
+        ),
     ],
 )
 def test_bad_values(tmp_path, old, new, message):

@@ -1,7 +1,6 @@
 import json
 
 import pandas as pd
-
 from mlplatform.config import FieldSpec
 from mlplatform.data.contract import REASON, RECORD, parse_json_lines, validate_batch
 
@@ -24,13 +23,15 @@ def test_good_record_passes_typed():
 
 
 def test_each_kind_of_bad_value_has_its_reason_and_raw_record():
-    out = run([
-        {"entity_id": "", "age": "30", "plan": "pro", "score": ""},
-        {"entity_id": "2", "age": "forty", "plan": "pro", "score": ""},
-        {"entity_id": "3", "age": "250", "plan": "pro", "score": ""},
-        {"entity_id": "4", "age": "30", "plan": "platinum", "score": ""},
-        {"entity_id": "5", "age": "30.5", "plan": "basic", "score": "x"},
-    ])
+    out = run(
+        [
+            {"entity_id": "", "age": "30", "plan": "pro", "score": ""},
+            {"entity_id": "2", "age": "forty", "plan": "pro", "score": ""},
+            {"entity_id": "3", "age": "250", "plan": "pro", "score": ""},
+            {"entity_id": "4", "age": "30", "plan": "platinum", "score": ""},
+            {"entity_id": "5", "age": "30.5", "plan": "basic", "score": "x"},
+        ]
+    )
     reasons = out[REASON].tolist()
     assert reasons[0] == "entity_id: missing"
     assert reasons[1] == "age: expected int, got 'forty'"
@@ -48,15 +49,20 @@ def test_missing_column_is_missing_value():
 
 def test_schema_is_the_same_with_and_without_bad_values():
     good = run([{"entity_id": "1", "age": "20", "plan": "pro", "score": "1"}])
-    mixed = run([{"entity_id": "1", "age": "20", "plan": "pro", "score": "1"},
-                 {"entity_id": "x", "age": "", "plan": "", "score": "y"}])
+    mixed = run(
+        [
+            {"entity_id": "1", "age": "20", "plan": "pro", "score": "1"},
+            {"entity_id": "x", "age": "", "plan": "", "score": "y"},
+        ]
+    )
     assert good.dtypes.to_dict() == mixed.dtypes.to_dict()
 
 
 def test_json_lines_broken_line_and_nested_paths():
     fields = {"entity_id": FieldSpec(type="int", path="user.id"), "d": FieldSpec(type="float", path="event.d", min=0)}
-    lines = pd.Series(['{"user": {"id": 1}, "event": {"d": 2}}', '{"user": ', '[1, 2]',
-                       '{"user": {"id": true}, "event": {"d": -1}}'])
+    lines = pd.Series(
+        ['{"user": {"id": 1}, "event": {"d": 2}}', '{"user": ', "[1, 2]", '{"user": {"id": true}, "event": {"d": -1}}']
+    )
     out = validate_batch(parse_json_lines(lines, fields), fields)
     r = out[REASON].tolist()
     assert r[0] == ""

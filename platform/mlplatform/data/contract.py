@@ -70,9 +70,7 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec]) -> pd.D
     """
     n = len(batch)
     reasons = (
-        batch[REASON].fillna("").astype(str).to_numpy(dtype=object)
-        if REASON in batch
-        else np.full(n, "", dtype=object)
+        batch[REASON].fillna("").astype(str).to_numpy(dtype=object) if REASON in batch else np.full(n, "", dtype=object)
     )
     # A record that could not even be parsed keeps that one reason instead of one per missing field.
     unparsed = reasons != ""
@@ -95,9 +93,13 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec]) -> pd.D
         flag(bad_type, f"{name}: expected {spec.type}, got " + raw.map(repr))
         ok = ~null & ~bad_type
         if spec.min is not None:
-            flag(ok & (typed.fillna(spec.min) < spec.min).to_numpy(), f"{name}: " + raw.map(str) + f" < min {spec.min:g}")
+            flag(
+                ok & (typed.fillna(spec.min) < spec.min).to_numpy(), f"{name}: " + raw.map(str) + f" < min {spec.min:g}"
+            )
         if spec.max is not None:
-            flag(ok & (typed.fillna(spec.max) > spec.max).to_numpy(), f"{name}: " + raw.map(str) + f" > max {spec.max:g}")
+            flag(
+                ok & (typed.fillna(spec.max) > spec.max).to_numpy(), f"{name}: " + raw.map(str) + f" > max {spec.max:g}"
+            )
         if spec.allowed is not None:
             allowed = set(spec.allowed)
             outside = ok & ~typed.map(lambda v, a=allowed: v in a).to_numpy(dtype=bool)

@@ -163,14 +163,17 @@ def _load_json(body: bytes) -> Any:
     if not body or not body.strip():
         raise RequestError(400, "request body is empty; send a JSON object")
     try:
+        # JSON over HTTP is UTF-8 (RFC 8259); json.loads on bytes would also guess UTF-16/32.
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(400, f"request body is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
         # json.loads also accepts the NaN/Infinity literals; they are checked per value below.
-        return json.loads(body)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise RequestError(
             400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})"
         ) from None
-    except UnicodeDecodeError as exc:
-        raise RequestError(400, f"request body is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except RecursionError:
         # A body of a million '[' would otherwise escape as a 500.
         raise RequestError(400, "malformed JSON: nested too deeply") from None

@@ -91,11 +91,15 @@ def log_and_register(
         mlflow.log_metrics({f"best_{k}": v for k, v in _numeric(best.metrics).items() if k.startswith("val_")})
         child_runs: dict[str, str] = {}
         for o in outcomes:
-            with mlflow.start_run(run_name=f"trial-{o.trial_id}", nested=True, tags={**lineage, "trial_id": o.trial_id}) as child:
+            with mlflow.start_run(
+                run_name=f"trial-{o.trial_id}", nested=True, tags={**lineage, "trial_id": o.trial_id}
+            ) as child:
                 mlflow.log_params({k: v for k, v in o.config.items()})
                 for row in o.history:
                     step = int(row.get("round", 0))
-                    mlflow.log_metrics({k: v for k, v in _numeric(row).items() if k in (METRIC, "val_logloss", "train_auc")}, step=step)
+                    mlflow.log_metrics(
+                        {k: v for k, v in _numeric(row).items() if k in (METRIC, "val_logloss", "train_auc")}, step=step
+                    )
                 if o.error:
                     mlflow.set_tag("error", o.error[:5000])
                 child_runs[o.trial_id] = child.info.run_id
@@ -117,8 +121,12 @@ def log_and_register(
             version = str(info.registered_model_version)
             client = mlflow.MlflowClient()
             metrics = {k: v for k, v in _numeric(o.metrics).items() if k.startswith("val_")}
-            for k, v in {**lineage, "mlplatform.trial_id": o.trial_id, "mlplatform.rank": str(rank),
-                         **{f"mlplatform.metric.{k}": f"{v:.6f}" for k, v in metrics.items()}}.items():
+            for k, v in {
+                **lineage,
+                "mlplatform.trial_id": o.trial_id,
+                "mlplatform.rank": str(rank),
+                **{f"mlplatform.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+            }.items():
                 client.set_model_version_tag(cfg.model_name, version, k, str(v))
             aliases = (cfg.aliases[rank],) if rank < len(cfg.aliases) else ()
             set_aliases(cfg.model_name, {a: version for a in aliases})

@@ -108,11 +108,19 @@ def _trainable(config: dict[str, Any], data_ref: Any, num_boost_round: int, repo
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
             return False
 
-    xgb.train(params, dtrain, num_boost_round, evals=[(dtrain, "train"), (dval, "val")], verbose_eval=False,
-              callbacks=[Report()])
+    xgb.train(
+        params,
+        dtrain,
+        num_boost_round,
+        evals=[(dtrain, "train"), (dval, "val")],
+        verbose_eval=False,
+        callbacks=[Report()],
+    )
 
 
-def search(cfg: TrainConfig, data: TrainingData, *, storage_path: str | None = None, name: str | None = None) -> list[TrialOutcome]:
+def search(
+    cfg: TrainConfig, data: TrainingData, *, storage_path: str | None = None, name: str | None = None
+) -> list[TrialOutcome]:
     """Run the search on the current Ray cluster; outcomes sorted best first (errored trials last)."""
     import ray
     from ray import tune

@@ -1,0 +1,163 @@
+"""The serving app in Ray Serve's local testing mode (in-process, no Ray cluster) with real tiny Boosters.
+
+Local testing mode gives deployment handles but no HTTP proxy, so the routes are driven through the ASGI
+app (`create_app`) over real local `ModelVersion` handles. Never call `serve.shutdown()` here: with no Ray
+initialised it would `ray.init()` and attach to whatever cluster runs on this machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+import ray
+import xgboost as xgb
+from mlplatform.serve import make_app
+from mlplatform.serve.model import ModelVersion
+from mlplatform.serve.router import RouterCore, create_app
+from mlplatform.serve.schemas import AppArgs
+from ray import serve
+
+from tests.unit.test_serve_router import call
+
+FEATURES = ["a", "b", "c"]
+
+
+def _booster(label_column: int) -> xgb.Booster:
+    rng = np.random.default_rng(label_column)
+    x = rng.normal(size=(50, 3)).astype(np.float32)
+    y = (x[:, label_column] > 0).astype(np.float32)
+    d = xgb.DMatrix(x, label=y, feature_names=FEATURES)
+    return xgb.train({"objective": "binary:logistic", "max_depth": 2, "nthread": 1}, d, num_boost_round=5)
+
+
+BOOSTERS = {"1": _booster(0), "2": _booster(1)}
+
+
+class CountingBooster:
+    """A Booster wrapper that counts predict calls, to see batches merge."""
+
+    calls: list[int] = []
+
+    def __init__(self, booster):
+        self._b = booster
+        self.feature_names = booster.feature_names
+
+    def num_features(self):
+        return self._b.num_features()
+
+    def inplace_predict(self, x):
+        CountingBooster.calls.append(len(x))
+        return self._b.inplace_predict(x)
+
+
+def fake_loader(uri: str, tracking_uri: str | None):
+    assert uri.startswith("models:/m/") and tracking_uri is None
+    return CountingBooster(BOOSTERS[uri.rsplit("/", 1)[1]])
+
+
+def resolver(name, version, alias, *, tracking_uri=None):
+    return {"champion": "1", "challenger": "2"}.get(alias, version)
+
+
+ARGS = {
+    "model_name": "m",
+    "auth": "none",
+    "versions": [{"alias": "champion", "weight": 90}, {"alias": "challenger", "weight": 10}],
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _batching_without_replica_context():
+    # Ray 2.60's local testing mode sets no replica context, and @serve.batch's queue calls
+    # serve.get_replica_context() only to log a max_ongoing_requests warning; skip that warning here.
+    from ray.serve import batching
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(
+            batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None
+        )
+        yield
+
+
+@pytest.fixture(scope="module")
+def handles():
+    out = {}
+    for version in ("1", "2"):
+        app = ModelVersion.options(
+            name=f"m-v{version}",
+            max_ongoing_requests=64,
+            user_config={"max_batch_size": 32, "batch_wait_timeout_s": 0.05},
+        ).bind("m", version, None, loader=fake_loader, features=FEATURES)
+        out[version] = serve.run(app, name=f"local-v{version}", route_prefix=None, _local_testing_mode=True)
+    yield out
+    assert not ray.is_initialized(), "local testing mode must not start or join a Ray cluster"
+
+
+def test_whole_app_builds_in_local_mode():
+    handle = serve.run(
+        make_app(ARGS, loader=fake_loader, features=FEATURES, resolver=resolver),
+        name="local-app",
+        route_prefix=None,
+        _local_testing_mode=True,
+    )
+    assert handle.deployment_name == "m-router"
+    assert not ray.is_initialized()
+
+
+def test_versions_batch_and_predict_like_their_booster(handles):
+    rng = np.random.default_rng(7)
+    xs = [rng.normal(size=(int(rng.integers(1, 5)), 3)).astype(np.float32) for _ in range(24)]
+
+    async def fire():
+        # Interleave both versions: they live in one process here, so a shared batch queue would mix them.
+        return await asyncio.gather(*(handles[str(1 + i % 2)].predict.remote(x) for i, x in enumerate(xs)))
+
+    CountingBooster.calls.clear()
+    results = asyncio.run(fire())
+    for i, (x, got) in enumerate(zip(xs, results, strict=True)):
+        expected = BOOSTERS[str(1 + i % 2)].inplace_predict(x)
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+        assert got.shape == (len(x),)
+    assert sum(CountingBooster.calls) == sum(len(x) for x in xs)
+    assert len(CountingBooster.calls) < len(xs), f"no batching happened: {CountingBooster.calls}"
+    assert handles["2"].version_info.remote().result() == "2"
+
+
+def test_routes_over_local_version_handles(handles):
+    args = AppArgs.model_validate(
+        {**ARGS, "versions": [{"version": "1", "weight": 90}, {"version": "2", "weight": 10}]}
+    )
+    app = create_app(RouterCore(args, FEATURES, handles))
+    rows = [{"a": 0.3, "b": -1.2, "c": 2.0}, {"a": -0.5, "b": 0.7, "c": 0.0}]
+    x = np.array([[r[f] for f in FEATURES] for r in rows], dtype=np.float32)
+
+    versions = []
+    for _ in range(20):
+        status, headers, body = call(app, "POST", "/v1/models/m:predict", {"instances": rows})
+        assert status == 200 and headers["x-model-version"] == body["model_version"]
+        np.testing.assert_allclose(
+            body["predictions"], BOOSTERS[body["model_version"]].inplace_predict(x), rtol=1e-6
+        )
+        versions.append(body["model_version"])
+    assert versions.count("1") == 18 and versions.count("2") == 2
+
+    doc = {
+        "inputs": [
+            {"name": f, "shape": [2], "datatype": "FP64", "data": x[:, j].tolist()}
+            for j, f in enumerate(FEATURES)
+        ]
+    }
+    status, _, body = call(app, "POST", "/v2/models/m/versions/2/infer", doc)
+    assert status == 200
+    np.testing.assert_allclose(body["outputs"][0]["data"], BOOSTERS["2"].inplace_predict(x), rtol=1e-6)
+    assert call(app, "GET", "/v2/health/ready")[0] == 200
+
+
+def test_version_refuses_a_booster_with_other_features():
+    app = ModelVersion.options(name="m-v9").bind("m", "1", None, loader=fake_loader, features=["x", "y", "z"])
+    with pytest.raises(
+        Exception, match=r"features \['a', 'b', 'c'\] differ from the endpoint's \['x', 'y', 'z'\]"
+    ):
+        serve.run(app, name="local-bad", route_prefix=None, _local_testing_mode=True)
