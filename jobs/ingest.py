@@ -1,7 +1,9 @@
 """Job entrypoint: the ingest step. Thin on purpose; the work lives in mlplatform.pipeline.
 
-ray job submit --address http://127.0.0.1:8265 --working-dir . -- python jobs/ingest.py --config jobs/configs/demo.yaml
-mlplatform submit ingest --config jobs/configs/demo.yaml
+Submit with either CLI (token auth is on; `mlplatform` sends the token itself):
+  mlplatform submit ingest --config jobs/configs/demo.yaml
+  RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+      python jobs/ingest.py --config jobs/configs/demo.yaml
 """
 
 import _bootstrap  # noqa: F401  (makes platform/ importable when the package is not installed)
