@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
@@ -59,26 +59,26 @@ def _cmd_endpoint(a: argparse.Namespace) -> int:
     import requests
 
     from mlplatform import cluster
+    from mlplatform.deploy import curl_line
 
     state = cluster.load_state()
     base = a.url or (state.serve_url if state else "http://127.0.0.1:8000")
+    key = os.environ.get("MLPLATFORM_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     try:
-        status = requests.get(f"{base}/v1/models/{a.model}", timeout=5)
-        meta = requests.get(f"{base}/v2/models/{a.model}", timeout=5)
+        status = requests.get(f"{base}/v1/models/{a.model}", headers=headers, timeout=5)
+        meta = requests.get(f"{base}/v2/models/{a.model}", headers=headers, timeout=5)
     except requests.RequestException as exc:
         raise PlatformError(f"no endpoint answers at {base}: {exc}") from None
     if status.status_code != 200 or meta.status_code != 200:
         raise PlatformError(f"{base}: model {a.model!r} is not served ({status.status_code}: {status.text[:200]})")
     weights = status.json().get("versions", {})
     features = [i["name"] for i in meta.json()["inputs"]]
-    body = json.dumps({"instances": [{f: 1.0 for f in features}]})
     print(
         f"endpoint   {base}/v1/models/{a.model}:predict   (Open Inference Protocol: {base}/v2/models/{a.model}/infer)"
     )
     print("versions   " + "  ".join(f"v{v}={w:g}%" for v, w in weights.items()))
-    print(
-        f"try        curl -s -X POST {base}/v1/models/{a.model}:predict -H 'Content-Type: application/json' -d '{body}'"
-    )
+    print(f"try        {curl_line(base, a.model, features, with_key=bool(key))}")
     if state:
         print(f"Ray        {state.dashboard_url}\nMLflow     {state.mlflow_url}")
     return 0

@@ -16,7 +16,7 @@ from typing import Any
 from mlplatform.config import parse_config, read_yaml
 from mlplatform.errors import ConfigError
 
-__all__ = ["Deployment", "load_serve_config", "deploy"]
+__all__ = ["Deployment", "load_serve_config", "deploy", "curl_line"]
 
 
 @dataclass(frozen=True)
@@ -29,12 +29,14 @@ class Deployment:
     auth: str
 
     def curl(self) -> str:
-        body = json.dumps({"instances": [{f: 1.0 for f in self.features}]})
-        auth = " -H 'Authorization: Bearer $MLPLATFORM_API_KEY'" if self.auth != "none" else ""
-        return (
-            f"curl -s -X POST {self.url}/v1/models/{self.model_name}:predict "
-            f"-H 'Content-Type: application/json'{auth} -d '{body}'"
-        )
+        return curl_line(self.url, self.model_name, self.features, with_key=self.auth != "none")
+
+
+def curl_line(base_url: str, model: str, features: list[str], *, with_key: bool) -> str:
+    """A curl command that works as printed: one instance with every feature set to 1.0."""
+    body = json.dumps({"instances": [{f: 1.0 for f in features}]})
+    auth = ' -H "Authorization: Bearer $MLPLATFORM_API_KEY"' if with_key else ""
+    return f"curl -s -X POST {base_url}/v1/models/{model}:predict -H 'Content-Type: application/json'{auth} -d '{body}'"
 
 
 def load_serve_config(path: str, application: str | None = None) -> tuple[dict[str, Any], dict[str, Any], Any]:

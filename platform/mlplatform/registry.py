@@ -32,15 +32,17 @@ def resolve_version(
     from mlflow.exceptions import MlflowException
 
     c = client(tracking_uri)
+    what = f"alias {alias!r}" if alias is not None else f"version {version!r}"
     try:
         if alias is not None:
             return str(c.get_model_version_by_alias(name, alias).version)
         return str(c.get_model_version(name, str(version)).version)
     except MlflowException as exc:
-        what = f"alias {alias!r}" if alias is not None else f"version {version!r}"
-        raise RegistryError(
-            f"model {name!r} has no {what} in the registry at {c.tracking_uri}: {exc.message}"
-        ) from None
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise RegistryError(
+                f"model {name!r} has no {what} in the registry at {c.tracking_uri}: {exc.message}"
+            ) from None
+        raise RegistryError(f"cannot look up {what} of model {name!r} at {c.tracking_uri}: {exc.message}") from None
 
 
 def model_uri(name: str, version: str) -> str:
