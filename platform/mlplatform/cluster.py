@@ -151,6 +151,8 @@ def up(
         # Every Ray process inherits these, so jobs (ours or plain `ray job submit`) find MLflow and data.
         "MLFLOW_TRACKING_URI": state.mlflow_url,
         "MLPLATFORM_HOME": str(home),
+        # Job entrypoints run `python ...`: make that the interpreter Ray itself runs on (our venv).
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     }
 
     if previous and _alive(previous.mlflow_pid) and answers(f"{state.mlflow_url}/health"):

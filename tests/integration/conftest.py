@@ -42,7 +42,9 @@ def platform_env(tmp_path_factory):
         if _busy(url):
             pytest.fail(f"{url} is already in use (a demo still up?): run `make down` before the integration tests")
     home = tmp_path_factory.mktemp("platform")
-    env = {**os.environ, "MLPLATFORM_HOME": str(home), "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    # PATH stays as the caller's (like `make demo`, which does not activate the venv): `up` must make
+    # job entrypoints find the venv's python by itself.
+    env = {**os.environ, "MLPLATFORM_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
     cli("up", env=env, timeout=300)

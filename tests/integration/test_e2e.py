@@ -26,7 +26,8 @@ PREDICT = f"{URL}/v1/models/churn:predict"
 def served(platform_env):
     """Sample data, then the exact plain-Ray-CLI command from the README; returns the feature names."""
     cli("data", "--entities", "3000", env=platform_env)
-    env = {**platform_env, "RAY_AUTH_MODE": "token"}
+    # A user with the venv activated, as the README says.
+    env = {**platform_env, "RAY_AUTH_MODE": "token", "PATH": f"{BIN}{os.pathsep}{platform_env.get('PATH', '')}"}
     cmd = (
         "ray job submit --address http://127.0.0.1:8265 --working-dir . -- "
         "python jobs/pipeline.py --config jobs/configs/demo.yaml"
