@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mlplatform.config import load_config
 from mlplatform.errors import ConfigError, JobFailedError, PlatformError, PlatformNotRunningError
+from mlplatform.settings import MLFLOW_TRACKING_URI, MLPLATFORM_GIT_COMMIT, MLPLATFORM_SUBMITTED_BY, RAY_ADDRESS
 
 __all__ = ["job_main", "submit", "run_local", "repo_root", "EXCLUDES"]
 
@@ -68,7 +69,7 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if job in ("train", "deploy", "pipeline") and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if job in ("train", "deploy", "pipeline") and not MLFLOW_TRACKING_URI.get():
         print(
             "error: MLFLOW_TRACKING_URI is not set. Start the local platform with `mlplatform up` (it exports "
             "it to every Ray process) or set it in the cluster's environment (cluster.yaml).",
@@ -99,13 +100,13 @@ def run_local(job: str, config: str) -> int:
 
     load_config(config)  # fail on a bad config before starting anything
     own_mlflow = None
-    if job != "ingest" and not os.environ.get("MLFLOW_TRACKING_URI"):
+    if job != "ingest" and not MLFLOW_TRACKING_URI.get():
         state = cluster.load_state()
         url = state.mlflow_url if state else "http://127.0.0.1:5000"
         if not cluster.answers(f"{url}/health"):
             print(f"starting an MLflow server for this run at {url} (store: {platform_home()})", flush=True)
             own_mlflow = cluster.start_mlflow(platform_home(), int(url.rsplit(":", 1)[1]))
-        os.environ["MLFLOW_TRACKING_URI"] = url
+        os.environ[MLFLOW_TRACKING_URI.name] = url
     ray.init(address="local", include_dashboard=False)
     try:
         return job_main(job, ["--config", config])
@@ -119,8 +120,9 @@ def run_local(job: str, config: str) -> int:
 def _address(address: str | None) -> str:
     if address:
         return address
-    if os.environ.get("RAY_ADDRESS", "").startswith("http"):
-        return os.environ["RAY_ADDRESS"]
+    env = RAY_ADDRESS.get() or ""
+    if env.startswith("http"):
+        return env
     from mlplatform.cluster import load_state
 
     state = load_state()
@@ -164,7 +166,7 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
         runtime_env={
             "working_dir": str(root),
             "excludes": EXCLUDES,
-            "env_vars": {"MLPLATFORM_GIT_COMMIT": git_commit(root), "MLPLATFORM_SUBMITTED_BY": getpass.getuser()},
+            "env_vars": {MLPLATFORM_GIT_COMMIT.name: git_commit(root), MLPLATFORM_SUBMITTED_BY.name: getpass.getuser()},
         },
     )
     print(f"submitted {job_id} to {addr}", flush=True)

@@ -10,6 +10,7 @@ import subprocess
 from typing import Any
 
 from mlplatform.errors import RegistryError
+from mlplatform.settings import MLPLATFORM_GIT_COMMIT
 
 __all__ = ["client", "resolve_version", "model_uri", "model_features", "set_aliases", "git_commit"]
 
@@ -72,7 +73,7 @@ def set_aliases(name: str, aliases: dict[str, str], *, tracking_uri: str | None 
 
 def git_commit(repo: str | os.PathLike[str] | None = None) -> str:
     """The commit the code came from: $MLPLATFORM_GIT_COMMIT (set by `mlplatform submit`), else git, else 'unknown'."""
-    env = os.environ.get("MLPLATFORM_GIT_COMMIT")
+    env = MLPLATFORM_GIT_COMMIT.get()
     if env:
         return env
     try:

@@ -135,8 +135,12 @@ def test_registry_lineage(served, platform_env, tmp_path):
     # Native XGBoost format, never pickle.
     import mlflow
 
-    mlflow.set_tracking_uri(state.mlflow_url)
-    local = Path(mlflow.artifacts.download_artifacts("models:/churn@champion", dst_path=str(tmp_path)))
+    # tracking_uri per call: mlflow.set_tracking_uri would also set $MLFLOW_TRACKING_URI for later tests.
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            "models:/churn@champion", dst_path=str(tmp_path), tracking_uri=state.mlflow_url
+        )
+    )
     names = [p.name for p in local.rglob("*")]
     assert any(n.endswith(".ubj") for n in names), names
     assert not any(n.endswith((".pkl", ".pickle")) for n in names), names

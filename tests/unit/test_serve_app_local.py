@@ -69,15 +69,21 @@ ARGS = {
 
 
 @pytest.fixture(scope="module", autouse=True)
+def _no_tracking_server():
+    # Unit tests must not depend on (or reach) an MLflow server another test or the shell pointed at.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield
+
+
+@pytest.fixture(scope="module", autouse=True)
 def _batching_without_replica_context():
     # Ray 2.60's local testing mode sets no replica context, and @serve.batch's queue calls
     # serve.get_replica_context() only to log a max_ongoing_requests warning; skip that warning here.
     from ray.serve import batching
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(
-            batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None
-        )
+        mp.setattr(batching._BatchQueue, "_warn_if_max_batch_size_exceeds_max_ongoing_requests", lambda self: None)
         yield
 
 
@@ -137,16 +143,13 @@ def test_routes_over_local_version_handles(handles):
     for _ in range(20):
         status, headers, body = call(app, "POST", "/v1/models/m:predict", {"instances": rows})
         assert status == 200 and headers["x-model-version"] == body["model_version"]
-        np.testing.assert_allclose(
-            body["predictions"], BOOSTERS[body["model_version"]].inplace_predict(x), rtol=1e-6
-        )
+        np.testing.assert_allclose(body["predictions"], BOOSTERS[body["model_version"]].inplace_predict(x), rtol=1e-6)
         versions.append(body["model_version"])
     assert versions.count("1") == 18 and versions.count("2") == 2
 
     doc = {
         "inputs": [
-            {"name": f, "shape": [2], "datatype": "FP64", "data": x[:, j].tolist()}
-            for j, f in enumerate(FEATURES)
+            {"name": f, "shape": [2], "datatype": "FP64", "data": x[:, j].tolist()} for j, f in enumerate(FEATURES)
         ]
     }
     status, _, body = call(app, "POST", "/v2/models/m/versions/2/infer", doc)
@@ -157,7 +160,5 @@ def test_routes_over_local_version_handles(handles):
 
 def test_version_refuses_a_booster_with_other_features():
     app = ModelVersion.options(name="m-v9").bind("m", "1", None, loader=fake_loader, features=["x", "y", "z"])
-    with pytest.raises(
-        Exception, match=r"features \['a', 'b', 'c'\] differ from the endpoint's \['x', 'y', 'z'\]"
-    ):
+    with pytest.raises(Exception, match=r"features \['a', 'b', 'c'\] differ from the endpoint's \['x', 'y', 'z'\]"):
         serve.run(app, name="local-bad", route_prefix=None, _local_testing_mode=True)

@@ -40,9 +40,7 @@ def call(app, method, path, body=None, headers=None, chunks=None):
     sent: list[dict] = []
 
     async def run():
-        queue = [
-            {"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)
-        ]
+        queue = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1} for i, p in enumerate(parts)]
 
         async def receive():
             if queue:
@@ -72,9 +70,7 @@ class _Method:
 class FakeHandle:
     """Stands in for a DeploymentHandle: `.predict.remote(x)` and `.version_info.remote()` are awaitable."""
 
-    def __init__(
-        self, version: str, factor: float, broken: bool = False, dead: bool = False, garbage: bool = False
-    ):
+    def __init__(self, version: str, factor: float, broken: bool = False, dead: bool = False, garbage: bool = False):
         self.calls = 0
 
         async def predict(x):
@@ -120,8 +116,7 @@ def test_v1_predict_and_header():
 def test_traffic_split_over_http():
     _, app = make()
     seen = Counter(
-        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-model-version"]
-        for _ in range(100)
+        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-model-version"] for _ in range(100)
     )
     assert seen == {"1": 90, "2": 10}
 
@@ -131,8 +126,7 @@ def test_bad_requests_do_not_move_the_split():
     for _ in range(5):
         assert call(app, "POST", "/v1/models/m:predict", {"instances": []})[0] == 400
     seen = Counter(
-        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-model-version"]
-        for _ in range(10)
+        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-model-version"] for _ in range(10)
     )
     assert seen == {"1": 9, "2": 1}
 
@@ -147,10 +141,7 @@ def test_pinned_version_header():
     status, headers, body = call(
         app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"x-model-version": "7"}
     )
-    assert (
-        status == 404
-        and "version '7' of model 'm' is not deployed here (deployed: ['1', '2'])" in body["error"]
-    )
+    assert status == 404 and "version '7' of model 'm' is not deployed here (deployed: ['1', '2'])" in body["error"]
     assert headers["x-model-version"] == "1,2"
 
 
@@ -169,9 +160,7 @@ def test_v2_infer_routes():
     )
     status, _, body = call(app, "POST", "/v2/models/m/versions/9/infer", doc)
     assert status == 404 and "version '9'" in body["error"]
-    status, _, body = call(
-        app, "POST", "/v2/models/m/infer", doc, headers={"Inference-Header-Content-Length": "10"}
-    )
+    status, _, body = call(app, "POST", "/v2/models/m/infer", doc, headers={"Inference-Header-Content-Length": "10"})
     assert status == 400 and "binary tensor data is not supported" in body["error"]
     status, _, body = call(
         app,
@@ -196,9 +185,7 @@ def test_unknown_model_and_paths():
         "1,2",
     )
     status, headers, body = call(app, "PUT", "/v2/models/m/infer")
-    assert (
-        status == 405 and "method PUT is not allowed" in body["error"] and headers["x-model-version"] == "1,2"
-    )
+    assert status == 405 and "method PUT is not allowed" in body["error"] and headers["x-model-version"] == "1,2"
     assert call(app, "GET", "/docs")[0] == 404
 
 
@@ -224,9 +211,7 @@ def test_version_failure_is_503_and_server_keeps_serving():
     status, headers, body = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})
     assert status == 503 and body == {"error": "model version 1 failed: RuntimeError: boom in booster"}
     assert headers["x-model-version"] == "1,2"
-    status, _, body = call(
-        app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"x-model-version": "2"}
-    )
+    status, _, body = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"x-model-version": "2"})
     assert status == 200 and body["predictions"] == [30.0]
 
 
@@ -245,9 +230,7 @@ def test_health_and_metadata():
     assert (status, body) == (200, {"name": "m", "ready": True, "versions": {"1": 90.0, "2": 10.0}})
     assert headers["x-model-version"] == "1,2"
     status, _, body = call(app, "GET", "/v2/models/m")
-    assert (
-        status == 200 and [i["name"] for i in body["inputs"]] == FEATURES and body["versions"] == ["1", "2"]
-    )
+    assert status == 200 and [i["name"] for i in body["inputs"]] == FEATURES and body["versions"] == ["1", "2"]
     status, headers, body = call(app, "GET", "/v2/models/m/versions/2")
     assert status == 200 and body["versions"] == ["2"] and headers["x-model-version"] == "2"
 
@@ -256,11 +239,7 @@ def test_not_ready_is_503_naming_the_version():
     _, app = make(handles={"1": FakeHandle("1", 1.0), "2": FakeHandle("2", 1.0, dead=True)})
     for path in ("/v2/health/ready", "/v2/models/m/ready", "/v1/models/m"):
         status, _, body = call(app, "GET", path)
-        assert (
-            status == 503
-            and "'2': 'ConnectionError: replica died'" in body["error"]
-            and body["ready"] is False
-        )
+        assert status == 503 and "'2': 'ConnectionError: replica died'" in body["error"] and body["ready"] is False
     assert call(app, "GET", "/v2/models/m/versions/1/ready")[0] == 200
     assert call(app, "GET", "/v2/models/m/versions/2/ready")[0] == 503
 
@@ -297,8 +276,7 @@ def test_live_reweighting():
     core, app = make()
     core.set_weights({"weights": {"2": 100}})
     assert {
-        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-model-version"]
-        for _ in range(5)
+        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-model-version"] for _ in range(5)
     } == {"2"}
     assert call(app, "GET", "/v1/models/m")[2]["versions"] == {"1": 0.0, "2": 100.0}
     with pytest.raises(ValueError, match="not deployed"):
@@ -310,7 +288,5 @@ def test_live_reweighting():
 
 def test_predictions_are_float_lists():
     _, app = make()
-    _, _, body = call(
-        app, "POST", "/v1/models/m:predict", {"instances": [{"a": np.float32(0.1).item(), "b": 0}]}
-    )
+    _, _, body = call(app, "POST", "/v1/models/m:predict", {"instances": [{"a": np.float32(0.1).item(), "b": 0}]})
     assert isinstance(body["predictions"][0], float)

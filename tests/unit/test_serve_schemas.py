@@ -266,9 +266,7 @@ def test_v2_accepts_tritonclient_extras():
 
 
 def test_v2_single_feature_model():
-    x, _ = v2(
-        {"inputs": [{"name": "age", "shape": [2, 1], "datatype": "FP32", "data": [1, 2]}]}, features=["age"]
-    )
+    x, _ = v2({"inputs": [{"name": "age", "shape": [2, 1], "datatype": "FP32", "data": [1, 2]}]}, features=["age"])
     np.testing.assert_allclose(x, [[1], [2]])
 
 
@@ -294,11 +292,7 @@ def _tensor(**kw):
             r"inputs\[0\] \('x'\) has no 'data'",
         ),
         (
-            {
-                "inputs": [
-                    {"name": "x", "shape": [1, 3], "datatype": "FP32", "parameters": {"binary_data_size": 12}}
-                ]
-            },
+            {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "parameters": {"binary_data_size": 12}}]},
             "binary tensor data is not supported",
         ),
         ({"inputs": [{"name": "x", "datatype": "FP32", "data": [1, 2, 3]}]}, r"\('x'\) has no 'shape'"),
@@ -359,9 +353,7 @@ def test_v2_per_feature_errors():
 
     doc = per_feature()
     doc["inputs"][2] = {"name": "income", "shape": [1], "datatype": "FP32", "data": [1.0]}
-    assert "input tensors disagree on the batch size: {'visits': 2, 'age': 2, 'income': 1}" in refused(
-        v2, doc
-    )
+    assert "input tensors disagree on the batch size: {'visits': 2, 'age': 2, 'income': 1}" in refused(v2, doc)
 
     doc = per_feature(age="BOOL")
     assert "inputs[1] ('age'): datatype \"BOOL\" is not supported" in refused(v2, doc)

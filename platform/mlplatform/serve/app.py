@@ -7,7 +7,6 @@ a config that only changes the router's user_config (``deployments: [{name: <mod
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ from mlplatform import registry
 from mlplatform.serve.model import Loader, ModelVersion, load_booster
 from mlplatform.serve.router import Router
 from mlplatform.serve.schemas import AppArgs, VersionSpec
+from mlplatform.settings import MLFLOW_TRACKING_URI
 
 __all__ = ["build_app", "make_app", "resolve_app_args"]
 
@@ -49,7 +49,7 @@ def resolve_app_args(
         ValueError: two entries resolve to the same version, or versions disagree on their features.
     """
     parsed = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
-    tracking_uri = parsed.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    tracking_uri = parsed.tracking_uri or MLFLOW_TRACKING_URI.get() or None
     features = list(features) if features is not None else parsed.features
 
     resolved: list[VersionSpec] = []
@@ -57,9 +57,7 @@ def resolve_app_args(
     for spec in parsed.versions:
         version = str(resolver(parsed.model_name, spec.version, spec.alias, tracking_uri=tracking_uri))
         if version in seen:
-            raise ValueError(
-                f"{seen[version]} and {spec.label} both resolve to version {version}; serve it once"
-            )
+            raise ValueError(f"{seen[version]} and {spec.label} both resolve to version {version}; serve it once")
         seen[version] = spec.label
         resolved.append(spec.model_copy(update={"version": version, "alias": None}))
 
@@ -73,8 +71,7 @@ def resolve_app_args(
         differ = {v: f for v, f in signatures.items() if f != features}
         if differ:
             raise ValueError(
-                f"versions of {parsed.model_name!r} take different features: {signatures}; "
-                "serve them in separate apps"
+                f"versions of {parsed.model_name!r} take different features: {signatures}; serve them in separate apps"
             )
 
     out = AppArgs.model_validate(

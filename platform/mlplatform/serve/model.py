@@ -85,9 +85,7 @@ class ModelVersion:
         cfg = dict(user_config or {})
         unknown = sorted(set(cfg) - {"max_batch_size", "batch_wait_timeout_s"})
         if unknown:
-            raise ValueError(
-                f"unknown user_config key(s) {unknown}; expected max_batch_size, batch_wait_timeout_s"
-            )
+            raise ValueError(f"unknown user_config key(s) {unknown}; expected max_batch_size, batch_wait_timeout_s")
         if "max_batch_size" in cfg:
             self._batched.set_max_batch_size(int(cfg["max_batch_size"]))
         if "batch_wait_timeout_s" in cfg:
@@ -115,11 +113,7 @@ def _check_features(booster: Any, features: list[str], what: str) -> None:
     """Refuse to serve a Booster whose inputs disagree with the endpoint's feature list."""
     n = booster.num_features()
     if n != len(features):
-        raise ValueError(
-            f"{what}: the Booster takes {n} features, the endpoint sends {len(features)} {features}"
-        )
+        raise ValueError(f"{what}: the Booster takes {n} features, the endpoint sends {len(features)} {features}")
     names = booster.feature_names
     if names is not None and list(names) != list(features):
-        raise ValueError(
-            f"{what}: the Booster's features {list(names)} differ from the endpoint's {features}"
-        )
+        raise ValueError(f"{what}: the Booster's features {list(names)} differ from the endpoint's {features}")

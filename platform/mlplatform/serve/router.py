@@ -30,6 +30,7 @@ from mlplatform.serve.schemas import (
     v2_metadata,
     v2_response,
 )
+from mlplatform.settings import MLPLATFORM_API_KEYS
 
 __all__ = ["Router", "RouterCore", "create_app", "api_keys_from_env"]
 
@@ -41,7 +42,7 @@ READY_TIMEOUT_S = 5.0
 
 def api_keys_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
     """The accepted API keys: $MLPLATFORM_API_KEYS split on commas, blanks dropped."""
-    raw = (os.environ if environ is None else environ).get("MLPLATFORM_API_KEYS", "")
+    raw = (os.environ if environ is None else environ).get(MLPLATFORM_API_KEYS.name, "")
     return [k.strip() for k in raw.split(",") if k.strip()]
 
 
@@ -108,9 +109,7 @@ class RouterCore:
 
     def check_model(self, name: str) -> None:
         if name != self.model_name:
-            raise RequestError(
-                404, f"model {name!r} is not served here; this endpoint serves {self.model_name!r}"
-            )
+            raise RequestError(404, f"model {name!r} is not served here; this endpoint serves {self.model_name!r}")
 
     def check_version(self, version: str) -> str:
         """A deployed version named by a client ('3' or 'v3'), else 404."""
@@ -120,8 +119,7 @@ class RouterCore:
             return version[1:]
         raise RequestError(
             404,
-            f"version {version!r} of model {self.model_name!r} is not deployed here "
-            f"(deployed: {self.versions})",
+            f"version {version!r} of model {self.model_name!r} is not deployed here (deployed: {self.versions})",
         )
 
     async def read_body(self, request: Request) -> bytes:
@@ -129,9 +127,7 @@ class RouterCore:
         limit = self.args.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise RequestError(
-                413, f"request body of {int(declared)} bytes is over the limit of {limit} bytes"
-            )
+            raise RequestError(413, f"request body of {int(declared)} bytes is over the limit of {limit} bytes")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.stream():
@@ -159,9 +155,7 @@ class RouterCore:
             logger.warning(
                 "model version %s of %s failed: %s: %s", version, self.model_name, type(cause).__name__, first
             )
-            raise RequestError(
-                503, f"model version {version} failed: {type(cause).__name__}: {first}"
-            ) from None
+            raise RequestError(503, f"model version {version} failed: {type(cause).__name__}: {first}") from None
 
     async def not_ready(self) -> dict[str, str]:
         """version → why it is not ready, for every version that does not answer `version_info` in time."""
@@ -212,9 +206,7 @@ class _VersionHeader:
             logger.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise
-            response = JSONResponse(
-                {"error": "internal error in the router; see the replica logs"}, status_code=500
-            )
+            response = JSONResponse({"error": "internal error in the router; see the replica logs"}, status_code=500)
             await response(scope, receive, send_with_header)
 
 
@@ -245,9 +237,7 @@ def create_app(core: RouterCore) -> FastAPI:
             message = f"method {request.method} is not allowed on {request.url.path}"
         else:
             message = str(exc.detail)
-        return JSONResponse(
-            {"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -288,18 +278,14 @@ def create_app(core: RouterCore) -> FastAPI:
         if requested:
             core.check_version(requested.strip())
         if "inference-header-content-length" in request.headers:
-            raise RequestError(
-                400, "binary tensor data is not supported; send JSON tensors (binary_data=False)"
-            )
+            raise RequestError(400, "binary tensor data is not supported; send JSON tensors (binary_data=False)")
         body = await core.read_body(request)
         x, request_id = parse_v2(
             body, core.features, max_instances=args.max_instances, allow_missing=args.allow_missing
         )
         version = core.choose(requested)
         preds = await core.predict(version, x)
-        return JSONResponse(
-            v2_response(core.model_name, version, preds, request_id), headers={VERSION_HEADER: version}
-        )
+        return JSONResponse(v2_response(core.model_name, version, preds, request_id), headers={VERSION_HEADER: version})
 
     @app.post("/v2/models/{name}/infer")
     async def v2_infer_any(name: str, request: Request) -> JSONResponse:

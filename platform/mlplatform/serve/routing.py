@@ -71,9 +71,7 @@ def parse_weights(user_config: object, versions: list[str]) -> dict[str, float]:
             or weights not summing to 100.
     """
     if not isinstance(user_config, dict) or set(user_config) != {"weights"}:
-        raise ValueError(
-            f'router user_config must be {{"weights": {{version: weight}}}}, got {user_config!r}'
-        )
+        raise ValueError(f'router user_config must be {{"weights": {{version: weight}}}}, got {user_config!r}')
     given = user_config["weights"]
     if not isinstance(given, dict) or not given:
         raise ValueError(f"weights must be a non-empty mapping of version → weight, got {given!r}")
@@ -81,9 +79,7 @@ def parse_weights(user_config: object, versions: list[str]) -> dict[str, float]:
     for key, weight in given.items():
         version = str(key)
         if version not in weights:
-            raise ValueError(
-                f"weights name version {version!r}, which is not deployed (deployed: {versions})"
-            )
+            raise ValueError(f"weights name version {version!r}, which is not deployed (deployed: {versions})")
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 100:
             raise ValueError(f"weight of version {version!r} must be a number in 0..100, got {weight!r}")
         weights[version] = float(weight)

@@ -43,9 +43,7 @@ class VersionSpec(StrictModel):
 
     version: str | None = Field(None, description="Registered version number (give this or `alias`).")
     alias: str | None = Field(None, description="Registry alias resolved to a version at deploy time.")
-    weight: float = Field(
-        ge=0, le=100, description="Percent of traffic; the weights of all versions sum to 100."
-    )
+    weight: float = Field(ge=0, le=100, description="Percent of traffic; the weights of all versions sum to 100.")
     num_replicas: int = Field(1, ge=1, description="Replicas of this version.")
     num_cpus: float = Field(
         0.25,
@@ -84,12 +82,8 @@ class AppArgs(StrictModel):
     """The `args` of a Serve application built by `mlplatform.serve:build_app`."""
 
     model_name: str = Field(pattern=_NAME_PATTERN, description="Registered model name in MLflow.")
-    tracking_uri: str | None = Field(
-        None, description="MLflow tracking server (default: $MLFLOW_TRACKING_URI)."
-    )
-    versions: list[VersionSpec] = Field(
-        min_length=1, description="Versions served and their traffic weights."
-    )
+    tracking_uri: str | None = Field(None, description="MLflow tracking server (default: $MLFLOW_TRACKING_URI).")
+    versions: list[VersionSpec] = Field(min_length=1, description="Versions served and their traffic weights.")
     features: list[str] | None = Field(
         None,
         min_length=1,
@@ -97,9 +91,7 @@ class AppArgs(StrictModel):
     )
     max_instances: int = Field(1000, ge=1, description="Most instances in one request (more → 413).")
     max_body_bytes: int = Field(2_000_000, ge=1, description="Largest request body in bytes (more → 413).")
-    allow_missing: bool = Field(
-        False, description="Accept null/NaN feature values (passed to XGBoost as missing)."
-    )
+    allow_missing: bool = Field(False, description="Accept null/NaN feature values (passed to XGBoost as missing).")
     ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs of the router replica.")
     auth: Literal["none", "api_key"] = Field(
         "api_key",
@@ -217,9 +209,7 @@ def _check_batch_size(n: int, max_instances: int) -> None:
     if n == 0:
         raise RequestError(400, "the batch is empty; send at least one instance")
     if n > max_instances:
-        raise RequestError(
-            413, f"batch of {n} instances is over the limit of {max_instances} per request; split it"
-        )
+        raise RequestError(413, f"batch of {n} instances is over the limit of {max_instances} per request; split it")
 
 
 def parse_v1(body: bytes, features: list[str], *, max_instances: int, allow_missing: bool) -> np.ndarray:
@@ -239,14 +229,10 @@ def parse_v1(body: bytes, features: list[str], *, max_instances: int, allow_miss
     """
     doc = _load_json(body)
     if not isinstance(doc, dict):
-        raise RequestError(
-            400, f'request body must be a JSON object {{"instances": [...]}}, got {_json_type(doc)}'
-        )
+        raise RequestError(400, f'request body must be a JSON object {{"instances": [...]}}, got {_json_type(doc)}')
     if "instances" not in doc:
         hint = (
-            " (this V1 endpoint takes 'instances'; 'inputs' is for /v2/models/<name>/infer)"
-            if "inputs" in doc
-            else ""
+            " (this V1 endpoint takes 'instances'; 'inputs' is for /v2/models/<name>/infer)" if "inputs" in doc else ""
         )
         raise RequestError(400, f"request has no 'instances'{hint}")
     extra = sorted(k for k in doc if k != "instances")
@@ -263,14 +249,11 @@ def parse_v1(body: bytes, features: list[str], *, max_instances: int, allow_miss
         if not isinstance(instance, dict):
             raise RequestError(
                 400,
-                f"instances[{i}] must be an object of feature: value, "
-                f"got {_json_type(instance)} {_show(instance)}",
+                f"instances[{i}] must be an object of feature: value, got {_json_type(instance)} {_show(instance)}",
             )
         for key in instance:
             if key not in known:
-                raise RequestError(
-                    400, f"instances[{i}] has unknown feature {key!r}; the model takes {features}"
-                )
+                raise RequestError(400, f"instances[{i}] has unknown feature {key!r}; the model takes {features}")
         for j, feature in enumerate(features):
             if feature not in instance:
                 raise RequestError(400, f"instances[{i}] is missing feature {feature!r}")
@@ -285,9 +268,7 @@ def _flatten(data: Any, shape: list[int], where: str) -> list[Any]:
     expected = math.prod(shape)
     if not any(isinstance(x, list) for x in data):
         if len(data) != expected:
-            raise RequestError(
-                400, f"{where}: shape {shape} needs {expected} values, but 'data' has {len(data)}"
-            )
+            raise RequestError(400, f"{where}: shape {shape} needs {expected} values, but 'data' has {len(data)}")
         return data
 
     flat: list[Any] = []
@@ -316,9 +297,7 @@ def _tensor(raw: Any, k: int, max_instances: int) -> tuple[str, list[int], str, 
     """Validate one V2 input tensor's envelope; return (name, shape, datatype, data)."""
     where = f"inputs[{k}]"
     if not isinstance(raw, dict):
-        raise RequestError(
-            400, f"{where} must be an object with name, shape, datatype and data, got {_json_type(raw)}"
-        )
+        raise RequestError(400, f"{where} must be an object with name, shape, datatype and data, got {_json_type(raw)}")
     extra = sorted(set(raw) - {"name", "shape", "datatype", "data", "parameters"})
     if extra:
         raise RequestError(400, f"{where} has unknown key(s) {extra}")
@@ -329,9 +308,7 @@ def _tensor(raw: Any, k: int, max_instances: int) -> tuple[str, list[int], str, 
     if "data" not in raw:
         params = raw.get("parameters")
         if isinstance(params, dict) and "binary_data_size" in params:
-            raise RequestError(
-                400, f"{where}: binary tensor data is not supported; send the values as JSON 'data'"
-            )
+            raise RequestError(400, f"{where}: binary tensor data is not supported; send the values as JSON 'data'")
         raise RequestError(400, f"{where} has no 'data'")
     for key in ("shape", "datatype"):
         if key not in raw:
@@ -342,9 +319,7 @@ def _tensor(raw: Any, k: int, max_instances: int) -> tuple[str, list[int], str, 
         or not 1 <= len(shape) <= 2
         or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
     ):
-        raise RequestError(
-            400, f"{where}: 'shape' must be [n] or [n, m] of non-negative integers, got {_show(shape)}"
-        )
+        raise RequestError(400, f"{where}: 'shape' must be [n] or [n, m] of non-negative integers, got {_show(shape)}")
     # Checked before flattening so an absurd shape cannot make us walk a huge body first.
     _check_batch_size(shape[0], max_instances)
     datatype = raw["datatype"]
@@ -377,9 +352,7 @@ def parse_v2(
     """
     doc = _load_json(body)
     if not isinstance(doc, dict):
-        raise RequestError(
-            400, f'request body must be a JSON object {{"inputs": [...]}}, got {_json_type(doc)}'
-        )
+        raise RequestError(400, f'request body must be a JSON object {{"inputs": [...]}}, got {_json_type(doc)}')
     extra = sorted(set(doc) - {"id", "inputs", "outputs", "parameters"})
     if extra:
         hint = (
@@ -402,11 +375,7 @@ def parse_v2(
     n_features = len(features)
 
     # A single 2-D tensor holds the whole batch, columns in model order.
-    if (
-        len(tensors) == 1
-        and len(tensors[0][1]) == 2
-        and not (n_features == 1 and tensors[0][0] == features[0])
-    ):
+    if len(tensors) == 1 and len(tensors[0][1]) == 2 and not (n_features == 1 and tensors[0][0] == features[0]):
         name, shape, datatype, data = tensors[0]
         if shape[1] != n_features:
             raise RequestError(
@@ -435,9 +404,7 @@ def parse_v2(
         if name in by_name:
             raise RequestError(400, f"inputs[{k}] repeats feature {name!r} (already inputs[{by_name[name]}])")
         if len(shape) == 2 and shape[1] != 1:
-            raise RequestError(
-                400, f"inputs[{k}] ({name!r}) has shape {shape}; a per-feature tensor is [n] or [n, 1]"
-            )
+            raise RequestError(400, f"inputs[{k}] ({name!r}) has shape {shape}; a per-feature tensor is [n] or [n, 1]")
         by_name[name] = k
     missing = [f for f in features if f not in by_name]
     if missing:
@@ -475,9 +442,7 @@ def v2_response(model_name: str, version: str, preds: Any, request_id: str | Non
     out: dict[str, Any] = {"model_name": model_name, "model_version": version}
     if request_id is not None:
         out["id"] = request_id
-    out["outputs"] = [
-        {"name": "predict", "shape": list(arr.shape), "datatype": "FP32", "data": arr.ravel().tolist()}
-    ]
+    out["outputs"] = [{"name": "predict", "shape": list(arr.shape), "datatype": "FP32", "data": arr.ravel().tolist()}]
     return out
 
 

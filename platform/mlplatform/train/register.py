@@ -16,6 +16,7 @@ from typing import Any
 from mlplatform.config import TrainConfig
 from mlplatform.data.ingest import DatasetVersion
 from mlplatform.registry import git_commit, set_aliases
+from mlplatform.settings import MLPLATFORM_SUBMITTED_BY
 from mlplatform.train.search import METRIC, MODEL_FILE, TrainingData, TrialOutcome
 
 __all__ = ["RegisteredVersion", "config_hash", "log_and_register"]
@@ -72,7 +73,7 @@ def log_and_register(
         "mlplatform.config_hash": pipeline_config_hash,
         "mlplatform.git_commit": commit,
         "mlplatform.ray_job_id": os.environ.get("RAY_JOB_ID", ""),
-        "mlplatform.submitted_by": os.environ.get("MLPLATFORM_SUBMITTED_BY", os.environ.get("USER", "")),
+        "mlplatform.submitted_by": MLPLATFORM_SUBMITTED_BY.get() or os.environ.get("USER", ""),
     }
     val_df = data.val_frame()
     ds_input = mlflow.data.from_pandas(
