@@ -1,7 +1,8 @@
 """Ingest: read every source with Ray Data, enforce the contract, quarantine, aggregate, join, version.
 
-The plan is a chain of Ray Data operations (read → validate → split → aggregate → join → write); the
-driver only collects counts and a fingerprint. A dataset version is a folder::
+The plan is a chain of Ray Data operations (read → validate → quarantine → project every source onto
+one wide schema → union → one groupby by key → write); the driver only collects counts and a fingerprint.
+A dataset version is a folder::
 
     <output_dir>/<name>/<version>/
         table/        Parquet training table (key, features, label)
@@ -153,10 +154,6 @@ def _check(batch: pd.DataFrame, fields, json_lines: bool) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------- transforming
 
 
-def _good(batch: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return batch.loc[batch[REASON] == "", columns]
-
-
 def _bad(batch: pd.DataFrame, source: str) -> pd.DataFrame:
     bad = batch.loc[batch[REASON] != ""]
     return pd.DataFrame(
@@ -169,72 +166,112 @@ def _bad(batch: pd.DataFrame, source: str) -> pd.DataFrame:
     )
 
 
-def _encode_base(batch: pd.DataFrame, categories: dict[str, list[Any]]) -> pd.DataFrame:
-    """Categorical fields become the index of their value in the contract's `allowed` list."""
-    out = batch.copy()
-    for name, allowed in categories.items():
-        out[name] = out[name].map({v: float(i) for i, v in enumerate(allowed)}).astype("float64")
-    return out
+# One groupby instead of a groupby per source plus a join per source: every source is projected onto the
+# same wide schema (key + "<source>__<column>" columns, null where a row does not have them), the sources
+# are unioned, and a single distributed aggregation computes the base fields and every feature at once.
+# Measured on the demo data (2 CPUs): 3 groupbys + 3 hash joins took 25.6 s, this takes a fraction.
 
 
-def _aggregate(ds, source: SourceSpec, key: str):
-    """Per-key features of a many-rows-per-key source, with Ray Data's distributed groupby."""
+def _wide_columns(cfg: DataConfig, features: list[str]) -> dict[str, list[tuple[str, str, str | None]]]:
+    """Per source: (wide column, how, argument) with how in {"field", "one", "x*y"}."""
+    base = cfg.base_source
+    plan: dict[str, list[tuple[str, str, str | None]]] = {}
+    plan[base.name] = [(f"{base.name}__{f}", "field", f) for f in [*features, cfg.label] if f in base.fields]
+    plan[base.name].append((f"{base.name}__row", "one", None))
+    for source in cfg.sources:
+        if source is base:
+            continue
+        cols: list[tuple[str, str, str | None]] = [(f"{source.name}__row", "one", None)]
+        for col in sorted({f.column for f in source.features if f.column}):
+            cols.append((f"{source.name}__{col}", "field", col))
+        for f in source.features:
+            if f.agg == "slope":
+                x, y = f.time_column, f.column
+                cols += [
+                    (f"{source.name}__{f.name}__x", "field", x),
+                    (f"{source.name}__{f.name}__y", "field", y),
+                    (f"{source.name}__{f.name}__xy", "x*y", f"{x}*{y}"),
+                    (f"{source.name}__{f.name}__xx", "x*y", f"{x}*{x}"),
+                ]
+        plan[source.name] = cols
+    return plan
+
+
+def _project(
+    batch: pd.DataFrame,
+    key: str,
+    mine: list[tuple[str, str, str | None]],
+    all_columns: list[str],
+    categories: dict[str, list[Any]],
+) -> pa.Table:
+    """Good records of one source on the wide schema; categoricals become their index in `allowed`."""
+    good = batch.loc[batch[REASON] == ""]
+    n = len(good)
+
+    def field(name: str) -> np.ndarray:
+        col = good[name]
+        if name in categories:
+            col = col.map({v: float(i) for i, v in enumerate(categories[name])})
+        return col.astype("float64").to_numpy()
+
+    out: dict[str, Any] = {key: pa.array(good[key].astype("int64").to_numpy())}
+    values = {}
+    for wide, how, arg in mine:
+        if how == "field":
+            values[wide] = field(arg)
+        elif how == "one":
+            values[wide] = np.ones(n)
+        else:
+            a, b = arg.split("*")
+            values[wide] = field(a) * field(b)
+    for wide in all_columns:
+        # from_pandas semantics: NaN becomes null, which every aggregation below ignores.
+        out[wide] = pa.array(values[wide] if wide in values else np.full(n, np.nan), pa.float64(), from_pandas=True)
+    return pa.table(out)
+
+
+def _aggregations(cfg: DataConfig, features: list[str]) -> list[Any]:
     from ray.data.aggregate import Count, Max, Mean, Min, Std, Sum
 
+    base = cfg.base_source
     simple = {"sum": Sum, "mean": Mean, "min": Min, "max": Max, "std": Std}
-    aggs: list[Any] = []
-    slopes = [f for f in source.features if f.agg == "slope"]
-    cols = {key} | {f.column for f in source.features if f.column} | {f.time_column for f in slopes if f.time_column}
-    ds = ds.select_columns(sorted(cols))
-    for f in source.features:
-        if f.agg == "count":
-            aggs.append(Count(alias_name=f.name))
-        elif f.agg == "slope":
-            # Least-squares slope from four sums, so it stays a mergeable (distributed) aggregation.
-            aggs += [Sum(on=f"{f.name}__{t}", alias_name=f"{f.name}__{t}") for t in ("x", "y", "xy", "xx")]
-        else:
-            aggs.append(simple[f.agg](on=f.column, alias_name=f.name))
-    if slopes:
-        if not any(f.agg == "count" for f in source.features):
-            aggs.append(Count(alias_name="__n"))
-        ds = ds.map_batches(_add_slope_terms, batch_format="pandas", fn_kwargs={"slopes": slopes})
-    out = ds.groupby(key).aggregate(*aggs)
-    if slopes:
-        count_col = next((f.name for f in source.features if f.agg == "count"), "__n")
-        out = out.map_batches(
-            _finish_slopes, batch_format="pandas", fn_kwargs={"slopes": [f.name for f in slopes], "n": count_col}
-        )
-    return out
+    # The base source has one row per key, so Max of a base column is that row's value.
+    aggs: list[Any] = [Max(on=f"{base.name}__{f}", alias_name=f) for f in [*features, cfg.label] if f in base.fields]
+    aggs.append(Count(on=f"{base.name}__row", ignore_nulls=True, alias_name="__base_rows"))
+    for source in cfg.sources:
+        if source is base:
+            continue
+        for f in source.features:
+            if f.agg == "count":
+                aggs.append(Count(on=f"{source.name}__row", ignore_nulls=True, alias_name=f.name))
+            elif f.agg == "slope":
+                # Least-squares slope from mergeable sums, so it stays one distributed aggregation.
+                terms = ("x", "y", "xy", "xx")
+                aggs += [Sum(on=f"{source.name}__{f.name}__{t}", alias_name=f"{f.name}__{t}") for t in terms]
+                aggs.append(Count(on=f"{source.name}__{f.name}__x", ignore_nulls=True, alias_name=f"{f.name}__n"))
+            else:
+                aggs.append(simple[f.agg](on=f"{source.name}__{f.column}", alias_name=f.name))
+    return aggs
 
 
-def _add_slope_terms(batch: pd.DataFrame, slopes) -> pd.DataFrame:
-    out = batch.copy()
-    for f in slopes:
-        x = batch[f.time_column].astype("float64")
-        y = batch[f.column].astype("float64")
-        out[f"{f.name}__x"], out[f"{f.name}__y"] = x, y
-        out[f"{f.name}__xy"], out[f"{f.name}__xx"] = x * y, x * x
-    return out
+def _finalize(
+    batch: pd.DataFrame, key: str, label: str, features: list[str], zero_fill: list[str], slopes: list[str]
+) -> pd.DataFrame:
+    """Keys with a valid base record only; slopes from their sums; fixed column order and dtypes.
 
-
-def _finish_slopes(batch: pd.DataFrame, slopes: list[str], n: str) -> pd.DataFrame:
-    out = batch.copy()
-    cnt = out[n].astype("float64")
+    A key with no events has a count of 0, not a missing count.
+    """
+    batch = batch.loc[batch["__base_rows"].fillna(0) > 0]
     for name in slopes:
-        sx, sy, sxy, sxx = (out.pop(f"{name}__{t}").astype("float64") for t in ("x", "y", "xy", "xx"))
-        denom = cnt * sxx - sx * sx
-        out[name] = np.where(denom > 0, (cnt * sxy - sx * sy) / denom.where(denom > 0, 1.0), np.nan)
-    return out.drop(columns=["__n"], errors="ignore")
-
-
-def _finalize(batch: pd.DataFrame, key: str, label: str, features: list[str], zero_fill: list[str]) -> pd.DataFrame:
-    """Fixed column order and dtypes; a key with no events has a count of 0, not a missing count."""
+        n, sx, sy, sxy, sxx = (batch[f"{name}__{t}"].astype("float64") for t in ("n", "x", "y", "xy", "xx"))
+        denom = n * sxx - sx * sx
+        batch = batch.assign(**{name: np.where(denom > 0, (n * sxy - sx * sy) / denom.where(denom > 0, 1.0), np.nan)})
     out = pd.DataFrame({key: batch[key].astype("int64")})
     for f in features:
         col = batch[f].astype("float64")
         out[f] = col.fillna(0.0) if f in zero_fill else col
     out[label] = batch[label].astype("int64")
-    return out
+    return out.reset_index(drop=True)
 
 
 def _hash_batch(batch: pd.DataFrame) -> pd.DataFrame:
@@ -251,6 +288,13 @@ def _fingerprint(table_ds, schema: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------- main
+
+
+def _partitions() -> int:
+    """Shuffle partitions: a few per CPU (Ray's default of 200 makes small datasets crawl)."""
+    import ray
+
+    return max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
 
 
 def _spec_hash(cfg: DataConfig) -> str:
@@ -276,27 +320,29 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
 
     started = time.time()
     features = feature_columns(cfg)
-    base = cfg.base_source
     reconciliation: dict[str, dict[str, int]] = {}
-    bad_parts = []
-    joined = None
-    zero_fill: list[str] = []
-    # The base source (one row per key, with the label) goes first: it is the left side of every join.
-    for source in [base] + [s for s in cfg.sources if s is not base]:
+    bad_parts, wide_parts = [], []
+    plan = _wide_columns(cfg, features)
+    all_columns = [wide for cols in plan.values() for wide, _, _ in cols]
+    for source in cfg.sources:
         checked = _read_and_check(source, [f["path"] for f in files[source.name]]).materialize()
-        good = checked.map_batches(_good, batch_format="pandas", fn_kwargs={"columns": list(source.fields)})
         bad = checked.map_batches(_bad, batch_format="pandas", fn_kwargs={"source": source.name}).materialize()
         total, n_bad = checked.count(), bad.count()
         reconciliation[source.name] = {"in": total, "ok": total - n_bad, "quarantined": n_bad}
         bad_parts.append(bad)
-        if source is base:
-            categories = {n: list(s.allowed) for n, s in source.fields.items() if s.type == "str" and s.allowed}
-            keep = [cfg.key, cfg.label] + [f for f in features if f in source.fields]
-            left = good.map_batches(_encode_base, batch_format="pandas", fn_kwargs={"categories": categories})
-            joined = left.select_columns(keep)
-        else:
-            zero_fill += [f.name for f in source.features if f.agg in ("count", "sum")]
-            joined = joined.join(_aggregate(good, source, cfg.key), "left_outer", 2, on=(cfg.key,))
+        categories = {n: list(s.allowed) for n, s in source.fields.items() if s.type == "str" and s.allowed}
+        wide_parts.append(
+            checked.map_batches(
+                _project,
+                batch_format="pandas",
+                fn_kwargs={
+                    "key": cfg.key,
+                    "mine": plan[source.name],
+                    "all_columns": all_columns,
+                    "categories": categories,
+                },
+            )
+        )
 
     Path(vdir).mkdir(parents=True, exist_ok=True)
     quarantine = bad_parts[0].union(*bad_parts[1:]) if len(bad_parts) > 1 else bad_parts[0]
@@ -310,11 +356,26 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
                 f"see the quarantine at {vdir}/quarantine"
             )
 
-    table = joined.map_batches(
-        _finalize,
-        batch_format="pandas",
-        fn_kwargs={"key": cfg.key, "label": cfg.label, "features": features, "zero_fill": zero_fill},
-    ).materialize()
+    zero_fill = [f.name for src in cfg.sources for f in src.features if f.agg in ("count", "sum")]
+    slopes = [f.name for src in cfg.sources for f in src.features if f.agg == "slope"]
+    table = (
+        wide_parts[0]
+        .union(*wide_parts[1:])
+        .groupby(cfg.key, num_partitions=_partitions())
+        .aggregate(*_aggregations(cfg, features))
+        .map_batches(
+            _finalize,
+            batch_format="pandas",
+            fn_kwargs={
+                "key": cfg.key,
+                "label": cfg.label,
+                "features": features,
+                "zero_fill": zero_fill,
+                "slopes": slopes,
+            },
+        )
+        .materialize()
+    )
     schema = ",".join([cfg.key, *features, cfg.label])
     manifest = {
         "name": cfg.name,
