@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import requests
+from mlplatform.cluster import answers
 
 from tests.conftest import ROOT
 
@@ -27,19 +27,11 @@ def cli(*args: str, env: dict[str, str], timeout: float = 900, check: bool = Tru
     return out
 
 
-def _busy(url: str) -> bool:
-    try:
-        requests.get(url, timeout=1)
-        return True
-    except requests.RequestException:
-        return False
-
-
 @pytest.fixture(scope="module")
 def platform_env(tmp_path_factory):
     """`mlplatform up` in a fresh home; yields the environment to run commands with; `down` at the end."""
     for url in ("http://127.0.0.1:8265", "http://127.0.0.1:5000/health", "http://127.0.0.1:8000"):
-        if _busy(url):
+        if answers(url):
             pytest.fail(f"{url} is already in use (a demo still up?): run `make down` before the integration tests")
     home = tmp_path_factory.mktemp("platform")
     # PATH stays as the caller's (like `make demo`, which does not activate the venv): `up` must make
