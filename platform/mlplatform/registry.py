@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any
 
 from mlplatform.errors import RegistryError
 from mlplatform.settings import MLPLATFORM_GIT_COMMIT
@@ -83,7 +82,3 @@ def git_commit(repo: str | os.PathLike[str] | None = None) -> str:
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def version_tags(name: str, version: str, *, tracking_uri: str | None = None) -> dict[str, Any]:
-    return dict(client(tracking_uri).get_model_version(name, version).tags)

@@ -13,8 +13,11 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from mlplatform.config import TrainConfig
 from mlplatform.data.ingest import DatasetVersion
+from mlplatform.errors import PlatformError
 from mlplatform.registry import git_commit, set_aliases
 from mlplatform.settings import MLPLATFORM_SUBMITTED_BY
 from mlplatform.train.search import METRIC, MODEL_FILE, TrainingData, TrialOutcome
@@ -31,9 +34,9 @@ class RegisteredVersion:
     aliases: tuple[str, ...]
 
 
-def config_hash(config: Any) -> str:
-    payload = config.model_dump_json() if hasattr(config, "model_dump_json") else json.dumps(config, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+def config_hash(config: BaseModel) -> str:
+    """Short hash of a validated config: equal configs, equal hashes."""
+    return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]
 
 
 def _numeric(d: dict[str, Any]) -> dict[str, float]:
@@ -61,7 +64,7 @@ def log_and_register(
     ok = [o for o in outcomes if o.error is None and o.checkpoint_dir and METRIC in o.metrics]
     if len(ok) < cfg.register_top:
         errors = "; ".join(o.error for o in outcomes if o.error)[:2000]
-        raise RuntimeError(f"only {len(ok)} trial(s) finished, {cfg.register_top} needed to register. {errors}")
+        raise PlatformError(f"only {len(ok)} trial(s) finished, {cfg.register_top} needed to register. {errors}")
 
     mlflow.set_experiment(cfg.experiment)
     commit = git_commit()

@@ -18,6 +18,7 @@ import pandas as pd
 
 from mlplatform.config import ParamSpec, TrainConfig
 from mlplatform.data.ingest import DatasetVersion
+from mlplatform.errors import DataContractError
 
 __all__ = ["TrainingData", "TrialOutcome", "load_training_data", "search", "to_tune_space"]
 
@@ -53,10 +54,10 @@ def load_training_data(dataset: DatasetVersion) -> TrainingData:
 
     df = ray.data.read_parquet(dataset.table_path).to_pandas()
     if df.empty:
-        raise ValueError(f"dataset {dataset.path} has no rows")
+        raise DataContractError(f"dataset {dataset.path} has no rows")
     classes = sorted(df[dataset.label].unique().tolist())
     if len(classes) != 2:
-        raise ValueError(f"label {dataset.label!r} must have two classes, found {classes}")
+        raise DataContractError(f"label {dataset.label!r} must have two classes, found {classes}")
     bucket = pd.util.hash_pandas_object(df[dataset.key], index=False).to_numpy() % 1000
     val = bucket < int(dataset.manifest.get("validation_fraction", 0.2) * 1000)
     x = df[dataset.features].to_numpy(dtype=np.float32)
@@ -64,7 +65,7 @@ def load_training_data(dataset: DatasetVersion) -> TrainingData:
     return TrainingData(dataset.features, x[~val], y[~val], x[val], y[val])
 
 
-def to_tune_space(space: dict[str, ParamSpec], seed: int) -> dict[str, Any]:
+def to_tune_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
     from ray import tune
 
     out: dict[str, Any] = {}
@@ -143,7 +144,7 @@ def search(
     )
     tuner = tune.Tuner(
         tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial}),
-        param_space={**cfg.params, "seed": cfg.seed, **to_tune_space(cfg.search_space, cfg.seed)},
+        param_space={**cfg.params, "seed": cfg.seed, **to_tune_space(cfg.search_space)},
         tune_config=tune.TuneConfig(
             metric=METRIC,
             mode="max",
@@ -157,13 +158,14 @@ def search(
     grid = tuner.fit()
     outcomes = []
     for result in grid:
-        trial_id = os.path.basename(result.path) if result.path else "?"
+        metrics = dict(result.metrics or {})
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
         outcomes.append(
             TrialOutcome(
-                trial_id=str(result.metrics.get("trial_id", trial_id)) if result.metrics else trial_id,
-                config={k: v for k, v in (result.config or {}).items()},
-                metrics=dict(result.metrics or {}),
+                # A trial that failed before its first report has no metrics, hence no trial_id in them.
+                trial_id=str(metrics.get("trial_id") or os.path.basename(result.path or "?")),
+                config=dict(result.config or {}),
+                metrics=metrics,
                 history=history,
                 checkpoint_dir=result.checkpoint.path if result.checkpoint else None,
                 error=repr(result.error) if result.error else None,
