@@ -123,7 +123,7 @@ def test_traffic_split_matches_weights(served):
         assert math.isclose(share, weight, abs_tol=3), (counts, weights)
 
 
-def test_registry_lineage(served, platform_env, tmp_path):
+def test_registry_lineage(served, platform_env, tmp_path, monkeypatch):
     from mlflow import MlflowClient
 
     state = load_state(Path(platform_env["MLPLATFORM_HOME"]))
@@ -135,12 +135,10 @@ def test_registry_lineage(served, platform_env, tmp_path):
     # Native XGBoost format, never pickle.
     import mlflow
 
-    # tracking_uri per call: mlflow.set_tracking_uri would also set $MLFLOW_TRACKING_URI for later tests.
-    local = Path(
-        mlflow.artifacts.download_artifacts(
-            "models:/churn@champion", dst_path=str(tmp_path), tracking_uri=state.mlflow_url
-        )
-    )
+    # The env var, scoped to this test: mlflow.set_tracking_uri would leak into later tests, and
+    # download_artifacts(tracking_uri=...) still resolves `models:/` against the default registry.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", state.mlflow_url)
+    local = Path(mlflow.artifacts.download_artifacts("models:/churn@champion", dst_path=str(tmp_path)))
     names = [p.name for p in local.rglob("*")]
     assert any(n.endswith(".ubj") for n in names), names
     assert not any(n.endswith((".pkl", ".pickle")) for n in names), names
