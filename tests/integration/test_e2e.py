@@ -103,6 +103,20 @@ def test_bad_requests_get_4xx_naming_the_problem(served, make_body, status, need
     assert ok.status_code == 200
 
 
+@pytest.mark.parametrize(
+    "make_inputs,needle",
+    [
+        (lambda f: [{"name": f[0], "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}], "BYTES"),
+        (lambda f: [{"name": x, "shape": [3], "datatype": "FP32", "data": [1.0, 2.0]} for x in f], "shape"),
+        (lambda f: [{"name": x, "shape": [1], "datatype": "FP32", "data": [1.0]} for x in f[1:]], "age"),
+    ],
+)
+def test_v2_bad_requests(served, make_inputs, needle):
+    r = requests.post(f"{URL}/v2/models/churn/infer", json={"inputs": make_inputs(served)}, timeout=10)
+    assert r.status_code == 400, r.text
+    assert needle.lower() in r.json()["error"].lower()
+
+
 def test_unknown_model_is_404(served):
     r = requests.post(f"{URL}/v1/models/nope:predict", json={"instances": [instance(served)]}, timeout=10)
     assert r.status_code == 404 and "nope" in r.json()["error"]
