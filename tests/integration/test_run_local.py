@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.conftest import DEMO_CONFIG
 from tests.integration.conftest import cli
 
 pytestmark = pytest.mark.integration
@@ -39,3 +40,19 @@ def test_run_ingest_embedded(tmp_path):
     again = cli("run", "ingest", "--config", "jobs/configs/demo.yaml", env=env, timeout=600).stdout
     assert f"version {manifest['version']} (reused: inputs unchanged)" in again
     assert Path(version_dir, "manifest.json").exists()
+
+
+def test_too_many_bad_records_fails_the_job_but_keeps_the_quarantine(tmp_path):
+    env = {**os.environ, "MLPLATFORM_HOME": str(tmp_path)}
+    cli("data", "--entities", "300", env=env)
+    strict = tmp_path / "strict.yaml"
+    text = DEMO_CONFIG.read_text()
+    strict.write_text(text.replace("      format: jsonl\n", "      format: jsonl\n      max_bad_fraction: 0.0\n"))
+    out = cli("run", "ingest", "--config", str(strict), env=env, timeout=600, check=False)
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "source 'events'" in out.stderr and "max_bad_fraction" in out.stderr
+    assert "Traceback" not in out.stderr
+    (version_dir,) = [p for p in (tmp_path / "datasets" / "churn").iterdir() if p.is_dir()]
+    quarantine = pd.read_parquet(version_dir / "quarantine")
+    assert (quarantine["source"] == "events").sum() > 0  # nothing lost, even when the job fails
+    assert not (version_dir / "manifest.json").exists()  # and no half version pretends to be complete

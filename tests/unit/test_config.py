@@ -101,3 +101,12 @@ def test_unset_env_var_names_field(tmp_path, monkeypatch):
 def test_top_level_must_be_mapping(tmp_path):
     with pytest.raises(ConfigError, match="expected a mapping"):
         load_config(write(tmp_path, "- a\n- b\n"))
+
+
+def test_missing_source_file_is_a_clear_error(tmp_path, monkeypatch):
+    from mlplatform.data.ingest import _files
+
+    monkeypatch.setenv("MLPLATFORM_HOME", str(tmp_path))
+    source = load_config(DEMO_CONFIG).data.sources[0]
+    with pytest.raises(ConfigError, match=r"source 'profiles': no file at '.*profiles.csv'"):
+        _files(source)
