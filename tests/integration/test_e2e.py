@@ -103,6 +103,25 @@ def test_bad_requests_get_4xx_naming_the_problem(served, make_body, status, need
     assert ok.status_code == 200
 
 
+def test_tritonclient_calls_the_v2_endpoint(served):
+    import numpy as np
+    import tritonclient.http as httpclient
+
+    client = httpclient.InferenceServerClient(url="127.0.0.1:8000")
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready("churn")
+    meta = client.get_model_metadata("churn")
+    assert [i["name"] for i in meta["inputs"]] == served
+    inputs = []
+    for name in served:
+        tensor = httpclient.InferInput(name, [3], "FP32")
+        tensor.set_data_from_numpy(np.array([1.0, 2.0, 3.0], dtype=np.float32), binary_data=False)
+        inputs.append(tensor)
+    result = client.infer("churn", inputs, outputs=[httpclient.InferRequestedOutput("predict", binary_data=False)])
+    preds = result.as_numpy("predict")
+    assert preds.shape == (3,) and ((preds >= 0) & (preds <= 1)).all()
+
+
 @pytest.mark.parametrize(
     "make_inputs,needle",
     [
