@@ -153,6 +153,9 @@ def up(
         "MLPLATFORM_HOME": str(home),
         # Job entrypoints run `python ...`: make that the interpreter Ray itself runs on (our venv).
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        # On SIGTERM `ray start --block` drains the node for 30 s by default (meant for Kubernetes pod
+        # rollovers); on a laptop that only makes `mlplatform down` wait half a minute.
+        "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": os.environ.get("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "2"),
     }
 
     if previous and _alive(previous.mlflow_pid) and answers(f"{state.mlflow_url}/health"):

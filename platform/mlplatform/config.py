@@ -187,6 +187,11 @@ class TrainConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed XGBoost params.")
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
     register_top: int = Field(1, ge=1, description="Register the best N trials as model versions.")
+    storage_path: str | None = Field(
+        None,
+        description="Where Tune keeps trial checkpoints: a local folder or a URI such as s3://bucket/tune "
+        "(shared storage is needed on a multi-node cluster). Default: $MLPLATFORM_HOME/tune.",
+    )
     aliases: list[str] = Field(
         default_factory=list, description="Aliases given to the registered versions, best first."
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from mlplatform.config import PipelineConfig
 from mlplatform.errors import ConfigError
+from mlplatform.settings import platform_home
 
 __all__ = ["JOBS", "run_job", "ingest_step", "train_step", "deploy_step", "pipeline"]
 
@@ -58,7 +59,8 @@ def train_step(cfg: PipelineConfig, dataset=None):
     dataset = dataset or ingest(cfg.data)
     started = time.time()
     data = load_training_data(dataset)
-    outcomes = search(cfg.train, data, name=f"{cfg.train.experiment}-{int(started)}")
+    storage = cfg.train.storage_path or str(platform_home() / "tune")
+    outcomes = search(cfg.train, data, storage_path=storage, name=f"{cfg.train.experiment}-{int(started)}")
     registered = log_and_register(cfg.train, outcomes, data, dataset, pipeline_config_hash=config_hash(cfg))
     rows = [
         [

@@ -149,9 +149,10 @@ def search(
             metric=METRIC,
             mode="max",
             num_samples=cfg.num_samples,
-            max_concurrent_trials=cfg.max_concurrent_trials,
             scheduler=scheduler,
-            search_alg=BasicVariantGenerator(random_state=cfg.seed),
+            # The limit goes to the generator itself: Tune ignores TuneConfig.max_concurrent_trials when
+            # given a search_alg instance (it wants a Searcher), and then runs every trial at once.
+            search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials),
         ),
         run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=1),
     )
