@@ -235,22 +235,51 @@ def start_mlflow(home: Path, port: int, env: dict[str, str] | None = None) -> in
     return proc.pid
 
 
+def _group_alive(pgid: int) -> bool:
+    """True while any non-zombie process is left in process group `pgid`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name may hold spaces: the fields after the last ')' are state, ppid, pgrp, ...
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _wait_gone(check, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not check():
+            return True
+        time.sleep(0.2)
+    return not check()
+
+
 def stop(pid: int | None, timeout: float = 60) -> None:
-    """Stop a process group we started (SIGTERM, then SIGKILL)."""
+    """Stop a process we started and everything in its process group.
+
+    The leader is asked first and alone: `ray start --block` then drains the node and stops its
+    processes in order (signalling the whole group at once kills the GCS under the draining raylet,
+    which then waits out a 30 s timeout). Whatever is left in the group gets SIGTERM, then SIGKILL.
+    """
     if not _alive(pid):
         return
     assert pid is not None
-    # `ray start --block` stops every Ray process it started on SIGTERM; mlflow's workers share its group.
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10)):
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except OSError:
+        return
+    _wait_gone(lambda: _alive(pid), timeout)
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        if not _group_alive(pid):
+            return
         try:
             os.killpg(pid, sig)
         except OSError:
             return
-        deadline = time.time() + wait
-        while time.time() < deadline and _alive(pid):
-            time.sleep(0.2)
-        if not _alive(pid):
-            return
+        _wait_gone(lambda: _group_alive(pid), wait)
 
 
 def down(home: Path | None = None) -> bool:
