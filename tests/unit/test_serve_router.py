@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 
 import numpy as np
@@ -227,7 +228,15 @@ def test_health_and_metadata():
     assert call(app, "GET", "/v2/health/ready")[:3:2] == (200, {"ready": True})
     assert call(app, "GET", "/v2/models/m/ready")[:3:2] == (200, {"name": "m", "ready": True})
     status, headers, body = call(app, "GET", "/v1/models/m")
-    assert (status, body) == (200, {"name": "m", "ready": True, "versions": {"1": 90.0, "2": 10.0}})
+    assert status == 200
+    assert body == {
+        "name": "m",
+        "ready": True,
+        "versions": {"1": 90.0, "2": 10.0},
+        "shadow": None,
+        "sticky": None,
+        "faults": {},
+    }
     assert headers["x-model-version"] == "1,2"
     status, _, body = call(app, "GET", "/v2/models/m")
     assert status == 200 and [i["name"] for i in body["inputs"]] == FEATURES and body["versions"] == ["1", "2"]
@@ -274,15 +283,15 @@ def test_api_key_auth_needs_keys():
 
 def test_live_reweighting():
     core, app = make()
-    core.set_weights({"weights": {"2": 100}})
+    core.set_policy({"weights": {"2": 100}})
     assert {
         call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-model-version"] for _ in range(5)
     } == {"2"}
     assert call(app, "GET", "/v1/models/m")[2]["versions"] == {"1": 0.0, "2": 100.0}
     with pytest.raises(ValueError, match="not deployed"):
-        core.set_weights({"weights": {"3": 100}})
+        core.set_policy({"weights": {"3": 100}})
     with pytest.raises(ValueError, match="sum to 100"):
-        core.set_weights({"weights": {"1": 10}})
+        core.set_policy({"weights": {"1": 10}})
     assert core.weights == {"1": 0.0, "2": 100.0}  # the old split stays
 
 
@@ -290,3 +299,154 @@ def test_predictions_are_float_lists():
     _, app = make()
     _, _, body = call(app, "POST", "/v1/models/m:predict", {"instances": [{"a": np.float32(0.1).item(), "b": 0}]})
     assert isinstance(body["predictions"][0], float)
+
+
+# ------------------------------------------------------------------------------------ shadow traffic
+
+
+class SlowHandle(FakeHandle):
+    def __init__(self, version, delay):
+        super().__init__(version, 100.0)
+        inner = self.predict._fn
+
+        async def predict(x):
+            await asyncio.sleep(delay)
+            return await inner(x)
+
+        self.predict = _Method(predict)
+
+
+def shadow_run(shadow_handle, n=10, percent=100, timeout_s=1.0):
+    """n predictions through the core with version 3 as shadow; returns (core, answers)."""
+    handles = {"1": FakeHandle("1", 1.0), "2": FakeHandle("2", 10.0), "3": shadow_handle}
+    core, _ = make(
+        handles=handles,
+        versions=[{"version": "1", "weight": 90}, {"version": "2", "weight": 10}, {"version": "3", "weight": 0}],
+    )
+    core.set_policy({"weights": {"1": 100}, "shadow": {"version": "3", "percent": percent, "timeout_s": timeout_s}})
+    x = np.array([[1.0, 2.0]], dtype=np.float32)
+
+    async def go():
+        answers = [await core.predict(core.choose(None), x) for _ in range(n)]
+        await asyncio.gather(*list(core._shadow_tasks))
+        return answers
+
+    return core, handles, asyncio.run(go())
+
+
+def test_shadow_gets_a_copy_and_its_answer_is_compared_not_returned():
+    core, handles, answers = shadow_run(FakeHandle("3", 5.0))
+    assert all(a.tolist() == [3.0] for a in answers)  # the client always gets version 1's answer
+    assert handles["3"].calls == 10
+    assert core.shadow_outcomes == {"ok": 10}
+    assert core.status()["shadow"]["mean_abs_diff"] == 12.0  # |15 - 3|
+
+
+def test_shadow_percent_is_an_exact_share():
+    core, handles, _ = shadow_run(FakeHandle("3", 5.0), n=40, percent=25)
+    assert handles["3"].calls == 10
+
+
+def test_broken_shadow_never_touches_the_client():
+    core, _, answers = shadow_run(FakeHandle("3", 5.0, broken=True))
+    assert len(answers) == 10 and core.shadow_outcomes == {"error": 10}
+
+
+def test_slow_shadow_times_out_without_delaying_the_client():
+    started = time.perf_counter()
+    core, _, answers = shadow_run(SlowHandle("3", 0.5), n=3, timeout_s=0.05)
+    assert core.shadow_outcomes == {"timeout": 3}
+    assert time.perf_counter() - started < 1.0  # three requests did not wait 3 × 0.5 s
+
+
+def test_shadow_copies_in_flight_are_bounded(monkeypatch):
+    monkeypatch.setattr("mlplatform.serve.router.MAX_SHADOW_IN_FLIGHT", 2)
+    core, handles, _ = shadow_run(SlowHandle("3", 0.05), n=5)
+    assert core.shadow_outcomes["dropped"] >= 1 and handles["3"].calls <= 4
+
+
+def test_shadow_over_http_answers_from_the_primary():
+    handles = {"1": FakeHandle("1", 1.0), "2": FakeHandle("2", 10.0)}
+    core, app = make(
+        handles=handles, versions=[{"version": "1", "weight": 100}, {"version": "2", "weight": 0, "shadow": True}]
+    )
+    assert core.policy.shadow.version == "2"
+    status, headers, body = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})
+    assert (status, headers["x-model-version"], body["predictions"]) == (200, "1", [3.0])
+    assert call(app, "GET", "/v1/models/m")[2]["shadow"]["version"] == "2"
+
+
+# ------------------------------------------------------------------------------------ sticky routing
+
+
+def sticky_app(sticky, weights=None):
+    core, app = make(sticky=sticky)
+    if weights:
+        core.set_policy({"weights": weights})
+    return core, app
+
+
+def test_sticky_header_keeps_a_key_on_its_version():
+    _, app = sticky_app({"header": "x-user-id"}, {"1": 50, "2": 50})
+    seen = {}
+    for user in range(40):
+        versions = {
+            call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"x-user-id": f"u{user}"})[1][
+                "x-model-version"
+            ]
+            for _ in range(5)
+        }
+        assert len(versions) == 1, (user, versions)
+        seen[user] = versions.pop()
+    assert set(seen.values()) == {"1", "2"}  # keys spread over both versions
+    # The override header still wins over stickiness.
+    h = {"x-user-id": "u0", "x-model-version": "2" if seen[0] == "1" else "1"}
+    assert (
+        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers=h)[1]["x-model-version"]
+        == h["x-model-version"]
+    )
+
+
+def test_sticky_field_in_v1_body_and_v2_parameters():
+    core, app = sticky_app({"field": "user"}, {"1": 50, "2": 50})
+    v1 = {
+        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW], "user": "abc"})[1]["x-model-version"]
+        for _ in range(5)
+    }
+    inputs = [
+        {"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]},
+        {"name": "b", "shape": [1], "datatype": "FP32", "data": [2.0]},
+    ]
+    v2 = {
+        call(app, "POST", "/v2/models/m/infer", {"inputs": inputs, "parameters": {"user": "abc"}})[1]["x-model-version"]
+        for _ in range(5)
+    }
+    assert len(v1) == 1 and v1 == v2 == {core._ring.pick("abc")}
+    status, _, body = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW], "user": {"id": 1}})
+    assert status == 400 and "routing key 'user'" in body["error"]
+    # Without stickiness the field is just an unknown key.
+    _, plain = make()
+    assert call(plain, "POST", "/v1/models/m:predict", {"instances": [ROW], "user": "abc"})[0] == 400
+
+
+def test_sticky_config_is_validated():
+    with pytest.raises(ValueError, match="exactly one of `header` or `field`"):
+        make(sticky={"header": "x", "field": "y"})
+    with pytest.raises(ValueError, match="part of the protocol"):
+        make(sticky={"field": "instances"})
+
+
+# ------------------------------------------------------------------------------------ fault injection
+
+
+def test_injected_faults_fail_a_share_of_one_version():
+    core, app = make()
+    core.set_policy({"weights": {"1": 50, "2": 50}, "faults": {"2": {"abort_percent": 100}}})
+    codes = Counter()
+    for _ in range(20):
+        status, headers, body = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})
+        codes[(status, headers["x-model-version"].split(",")[0] if status == 200 else "2")] += 1
+        if status != 200:
+            assert status == 503 and "injected fault" in body["error"] and "version 2" in body["error"]
+    assert codes == {(200, "1"): 10, (503, "2"): 10}
+    assert call(app, "GET", "/v1/models/m")[2]["faults"] == {"2": {"abort_percent": 100.0, "status": 503}}

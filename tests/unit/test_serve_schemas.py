@@ -24,12 +24,13 @@ FEATURES = ["age", "income", "visits"]
 
 def v1(doc, *, max_instances=1000, allow_missing=False, features=FEATURES):
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    return parse_v1(body, features, max_instances=max_instances, allow_missing=allow_missing)
+    return parse_v1(body, features, max_instances=max_instances, allow_missing=allow_missing).x
 
 
 def v2(doc, *, max_instances=1000, allow_missing=False, features=FEATURES):
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    return parse_v2(body, features, max_instances=max_instances, allow_missing=allow_missing)
+    parsed = parse_v2(body, features, max_instances=max_instances, allow_missing=allow_missing)
+    return parsed.x, parsed.request_id
 
 
 def refused(fn, *a, status=400, **kw) -> str:

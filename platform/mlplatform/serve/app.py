@@ -14,11 +14,11 @@ from ray import serve
 
 from mlplatform import registry
 from mlplatform.serve.model import Loader, ModelVersion, load_booster
-from mlplatform.serve.router import Router
+from mlplatform.serve.router import Router, default_policy
 from mlplatform.serve.schemas import AppArgs, VersionSpec
 from mlplatform.settings import MLFLOW_TRACKING_URI
 
-__all__ = ["build_app", "make_app", "resolve_app_args"]
+__all__ = ["build_app", "make_app", "resolve_app_args", "router_name"]
 
 #: ``(model_name, version, alias, *, tracking_uri) -> concrete version``, as `registry.resolve_version`.
 Resolver = Callable[..., str]
@@ -108,9 +108,14 @@ def make_app(
     handles = {}
     for spec in resolved.versions:
         assert spec.version is not None
+        scaling: dict[str, Any] = (
+            {"autoscaling_config": spec.autoscaling_config}
+            if spec.autoscaling_config is not None
+            else {"num_replicas": spec.num_replicas}
+        )
         handles[spec.version] = ModelVersion.options(
             name=f"{name}-v{spec.version}",
-            num_replicas=spec.num_replicas,
+            **scaling,
             ray_actor_options={"num_cpus": spec.num_cpus},
             # Room for one batch being predicted while the next one fills (Serve's default is 5 in flight).
             max_ongoing_requests=2 * spec.max_batch_size,
@@ -119,13 +124,17 @@ def make_app(
                 "batch_wait_timeout_s": spec.batch_wait_timeout_s,
             },
         ).bind(name, spec.version, resolved.tracking_uri, loader=loader, features=features)
-    weights = {spec.version: spec.weight for spec in resolved.versions}
     return Router.options(
-        name=f"{name}-router",
+        name=router_name(name),
         ray_actor_options={"num_cpus": resolved.ingress_num_cpus},
         max_ongoing_requests=ROUTER_MAX_ONGOING,
-        user_config={"weights": weights},
+        user_config=default_policy(resolved),
     ).bind(resolved.model_dump(mode="json"), features, handles)
+
+
+def router_name(model_name: str) -> str:
+    """The ingress deployment's name: where a Serve config puts the live traffic policy (user_config)."""
+    return f"{model_name}-router"
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:

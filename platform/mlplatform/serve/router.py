@@ -10,6 +10,9 @@ import asyncio
 import hmac
 import logging
 import os
+import random
+import time
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,9 +23,11 @@ from fastapi.responses import JSONResponse
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mlplatform.serve.routing import WeightedRoundRobin, parse_weights
+from mlplatform.serve.metrics import RouterMetrics
+from mlplatform.serve.routing import ShadowSpec, TrafficPolicy, WeightedRendezvous, WeightedRoundRobin, parse_policy
 from mlplatform.serve.schemas import (
     AppArgs,
+    Parsed,
     RequestError,
     parse_v1,
     parse_v2,
@@ -32,12 +37,15 @@ from mlplatform.serve.schemas import (
 )
 from mlplatform.settings import MLPLATFORM_API_KEYS
 
-__all__ = ["Router", "RouterCore", "create_app", "api_keys_from_env"]
+__all__ = ["Router", "RouterCore", "create_app", "api_keys_from_env", "default_policy"]
 
 logger = logging.getLogger("ray.serve")
 
 VERSION_HEADER = "x-model-version"
 READY_TIMEOUT_S = 5.0
+#: Shadow copies in flight per router replica; beyond this a copy is dropped (and counted), so a slow
+#: shadow version can never pile up work or memory in the router.
+MAX_SHADOW_IN_FLIGHT = 256
 
 
 def api_keys_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -47,13 +55,14 @@ def api_keys_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 class RouterCore:
-    """Everything the routes need: config, per-version handles, the weighted split and auth.
+    """Everything the routes need: config, per-version handles, the traffic policy and auth.
 
     Args:
         args: the (resolved) application args; versions are concrete.
         features: the model's input features, in model order.
         handles: version → object whose ``.predict.remote(x)`` and ``.version_info.remote()`` are awaitable.
         api_keys: accepted keys when ``args.auth == "api_key"``.
+        policy: the initial traffic policy (a router user_config); default: the versions' weights and shadow.
 
     Raises:
         ValueError: auth is api_key but there are no keys.
@@ -65,6 +74,7 @@ class RouterCore:
         features: list[str],
         handles: Mapping[str, Any],
         api_keys: list[str] | None = None,
+        policy: dict[str, Any] | None = None,
     ):
         self.args = args
         self.model_name = args.model_name
@@ -78,17 +88,49 @@ class RouterCore:
                 "the application's runtime_env env_vars) or use auth: none for a local demo"
             )
         self._keys = [k.encode() for k in (api_keys or [])]
-        self.set_weights({"weights": {v.version: v.weight for v in args.versions}})
+        self.metrics = RouterMetrics(self.model_name)
+        self._shadow_tasks: set[asyncio.Task] = set()
+        self._shadow_credit = 0.0
+        self.shadow_outcomes: Counter[str] = Counter()
+        self._shadow_diff_sum = 0.0
+        self.set_policy(policy or default_policy(args))
 
     # --------------------------------------------------------------------------------------- state
 
-    def set_weights(self, user_config: Any) -> None:
-        """Apply ``{"weights": {version: weight}}``; on ValueError the old split stays."""
-        weights = parse_weights(user_config, self.versions)
-        # Swap in a whole new balancer so a concurrent pick never sees half-updated state.
-        self._balancer = WeightedRoundRobin(weights)
-        self.weights = weights
-        logger.info("traffic split for %s: %s", self.model_name, weights)
+    def set_policy(self, user_config: Any) -> None:
+        """Apply a router user_config (weights, shadow, faults); on ValueError the old policy stays."""
+        policy = parse_policy(user_config, self.versions)
+        # Build everything first and swap by assignment, so a request never sees a half-updated policy.
+        balancer, ring = WeightedRoundRobin(policy.weights), WeightedRendezvous(policy.weights)
+        self._balancer, self._ring = balancer, ring
+        self._faults = {v: f for v, f in policy.faults.items() if f.abort_percent > 0}
+        self.policy: TrafficPolicy = policy
+        self.weights = policy.weights
+        logger.info(
+            "traffic policy for %s: weights %s, shadow %s, faults %s",
+            self.model_name,
+            policy.weights,
+            policy.shadow.model_dump() if policy.shadow else None,
+            {v: f.model_dump() for v, f in self._faults.items()} or None,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """The policy this replica applies, and its shadow tallies (for `GET /v1/models/{name}`)."""
+        shadow = None
+        if self.policy.shadow is not None:
+            compared = self.shadow_outcomes["ok"]
+            shadow = {
+                **self.policy.shadow.model_dump(),
+                "outcomes": dict(self.shadow_outcomes),
+                "mean_abs_diff": round(self._shadow_diff_sum / compared, 6) if compared else None,
+            }
+        return {
+            "name": self.model_name,
+            "versions": self.weights,
+            "shadow": shadow,
+            "sticky": self.args.sticky.model_dump(exclude_none=True) if self.args.sticky else None,
+            "faults": {v: f.model_dump() for v, f in self._faults.items()},
+        }
 
     # ------------------------------------------------------------------------------------- checks
 
@@ -139,23 +181,104 @@ class RouterCore:
 
     # ---------------------------------------------------------------------------------------- work
 
-    def choose(self, requested: str | None) -> str:
-        """The version for a request: the one named by the x-model-version header, else the weighted pick."""
+    def routing_key(self, request: Request, parsed: Parsed) -> str | None:
+        """The sticky routing key of a request: from the configured header, else from the body field."""
+        sticky = self.args.sticky
+        if sticky is None:
+            return None
+        if sticky.header:
+            value = request.headers.get(sticky.header)
+            return value.strip() or None if value is not None else None
+        return parsed.routing_key
+
+    def choose(self, requested: str | None, key: str | None = None) -> str:
+        """The version for a request: the one named by the x-model-version header, else the routing key's
+        version on the consistent-hash ring, else the weighted round robin pick."""
         if requested:
             return self.check_version(requested.strip())
+        if key is not None:
+            return self._ring.pick(key)
         return self._balancer.pick()
 
     async def predict(self, version: str, x: np.ndarray) -> np.ndarray:
-        """Predictions from one version; any failure there is a 503 naming the version."""
+        """Predictions from one version (mirrored to the shadow, if any); a failure is a 5xx naming the version."""
+        started = time.perf_counter()
+        shadow = self._shadow_for(version)
+        copy = asyncio.ensure_future(self._shadow_call(shadow, x)) if shadow else None
+        fault = self._faults.get(version)
         try:
-            return await self.handles[version].predict.remote(x)
-        except Exception as exc:
-            cause = getattr(exc, "cause", None) or exc
-            first = (str(cause).strip().splitlines() or [""])[0][:300]
-            logger.warning(
-                "model version %s of %s failed: %s: %s", version, self.model_name, type(cause).__name__, first
-            )
-            raise RequestError(503, f"model version {version} failed: {type(cause).__name__}: {first}") from None
+            if fault is not None and random.random() * 100 < fault.abort_percent:
+                raise RequestError(
+                    fault.status,
+                    f"model version {version} failed: injected fault ({fault.abort_percent:g}% of requests)",
+                )
+            try:
+                preds = await self.handles[version].predict.remote(x)
+            except Exception as exc:
+                cause = getattr(exc, "cause", None) or exc
+                first = (str(cause).strip().splitlines() or [""])[0][:300]
+                logger.warning(
+                    "model version %s of %s failed: %s: %s", version, self.model_name, type(cause).__name__, first
+                )
+                raise RequestError(503, f"model version {version} failed: {type(cause).__name__}: {first}") from None
+        except RequestError as err:
+            self.metrics.answered(version, err.status, 1000 * (time.perf_counter() - started))
+            if copy is not None:
+                self._track(self._compare(shadow, copy, None))
+            raise
+        preds = np.asarray(preds)
+        self.metrics.answered(version, 200, 1000 * (time.perf_counter() - started), preds.ravel())
+        if copy is not None:
+            self._track(self._compare(shadow, copy, preds))
+        return preds
+
+    # ------------------------------------------------------------------------------------- shadow
+
+    def _shadow_for(self, version: str) -> ShadowSpec | None:
+        """The shadow spec when this request is to be mirrored (a deterministic share of `percent`)."""
+        shadow = self.policy.shadow
+        if shadow is None or shadow.version == version:
+            return None
+        self._shadow_credit += shadow.percent
+        if self._shadow_credit < 100:
+            return None
+        self._shadow_credit -= 100
+        if len(self._shadow_tasks) >= MAX_SHADOW_IN_FLIGHT:
+            self._shadow_outcome(shadow.version, "dropped")
+            return None
+        return shadow
+
+    async def _shadow_call(self, shadow: ShadowSpec, x: np.ndarray) -> np.ndarray:
+        async def call() -> Any:
+            return await self.handles[shadow.version].predict.remote(x)
+
+        return np.asarray(await asyncio.wait_for(call(), shadow.timeout_s))
+
+    async def _compare(self, shadow: ShadowSpec, copy: asyncio.Future, served: np.ndarray | None) -> None:
+        """Wait for the shadow's answer and record how it went; never raises (the client is long gone)."""
+        try:
+            answer = await copy
+        except asyncio.TimeoutError:
+            self._shadow_outcome(shadow.version, "timeout")
+            return
+        except Exception as exc:  # a failing shadow must never touch the client: count it and move on
+            logger.debug("shadow version %s failed: %s", shadow.version, exc)
+            self._shadow_outcome(shadow.version, "error")
+            return
+        diff = None
+        if served is not None and answer.shape == served.shape:
+            diff = float(np.mean(np.abs(answer.astype(np.float64) - served.astype(np.float64))))
+            self._shadow_diff_sum += diff
+        self._shadow_outcome(shadow.version, "ok", diff)
+
+    def _shadow_outcome(self, version: str, outcome: str, diff: float | None = None) -> None:
+        self.shadow_outcomes[outcome] += 1
+        self.metrics.shadowed(version, outcome, diff)
+
+    def _track(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._shadow_tasks.add(task)
+        task.add_done_callback(self._shadow_tasks.discard)
 
     async def not_ready(self) -> dict[str, str]:
         """version → why it is not ready, for every version that does not answer `version_info` in time."""
@@ -171,6 +294,15 @@ class RouterCore:
 
         results = await asyncio.gather(*(probe(v) for v in self.versions))
         return {v: r for v, r in zip(self.versions, results, strict=True) if r is not None}
+
+
+def default_policy(args: AppArgs) -> dict[str, Any]:
+    """The router user_config the versions of `args` describe: their weights and the shadow version, if any."""
+    policy: dict[str, Any] = {"weights": {v.version: v.weight for v in args.versions}}
+    shadows = [v for v in args.versions if v.shadow]
+    if shadows:
+        policy["shadow"] = {"version": shadows[0].version}
+    return policy
 
 
 class _VersionHeader:
@@ -220,6 +352,7 @@ def create_app(core: RouterCore) -> FastAPI:
     # No docs/openapi routes: the endpoint is an API, and they would bypass auth.
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     args = core.args
+    routing_field = args.sticky.field if args.sticky else None
 
     def error(status: int, message: str, **extra: Any) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -254,9 +387,15 @@ def create_app(core: RouterCore) -> FastAPI:
         if requested:
             core.check_version(requested.strip())
         body = await core.read_body(request)
-        x = parse_v1(body, core.features, max_instances=args.max_instances, allow_missing=args.allow_missing)
-        version = core.choose(requested)
-        preds = await core.predict(version, x)
+        parsed = parse_v1(
+            body,
+            core.features,
+            max_instances=args.max_instances,
+            allow_missing=args.allow_missing,
+            routing_field=routing_field,
+        )
+        version = core.choose(requested, core.routing_key(request, parsed))
+        preds = await core.predict(version, parsed.x)
         return JSONResponse(v1_response(preds, version), headers={VERSION_HEADER: version})
 
     @app.get("/v1/models/{name}")
@@ -264,7 +403,7 @@ def create_app(core: RouterCore) -> FastAPI:
         # KServe's V1 "model ready" route; open like the other health routes.
         core.check_model(name)
         failing = await core.not_ready()
-        body = {"name": core.model_name, "ready": not failing, "versions": core.weights}
+        body = {**core.status(), "ready": not failing}
         if failing:
             return error(503, f"versions not ready: {failing}", **body)
         return JSONResponse(body)
@@ -280,12 +419,18 @@ def create_app(core: RouterCore) -> FastAPI:
         if "inference-header-content-length" in request.headers:
             raise RequestError(400, "binary tensor data is not supported; send JSON tensors (binary_data=False)")
         body = await core.read_body(request)
-        x, request_id = parse_v2(
-            body, core.features, max_instances=args.max_instances, allow_missing=args.allow_missing
+        parsed = parse_v2(
+            body,
+            core.features,
+            max_instances=args.max_instances,
+            allow_missing=args.allow_missing,
+            routing_field=routing_field,
         )
-        version = core.choose(requested)
-        preds = await core.predict(version, x)
-        return JSONResponse(v2_response(core.model_name, version, preds, request_id), headers={VERSION_HEADER: version})
+        version = core.choose(requested, core.routing_key(request, parsed))
+        preds = await core.predict(version, parsed.x)
+        return JSONResponse(
+            v2_response(core.model_name, version, preds, parsed.request_id), headers={VERSION_HEADER: version}
+        )
 
     @app.post("/v2/models/{name}/infer")
     async def v2_infer_any(name: str, request: Request) -> JSONResponse:
@@ -363,8 +508,8 @@ class Router:
         self.core = RouterCore(parsed, features, handles, api_keys=keys)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Apply ``{"weights": {version: weight}}`` live; a ValueError makes Serve reject the config."""
-        self.core.set_weights(user_config)
+        """Apply a traffic policy (weights, shadow, faults) live; a ValueError makes Serve reject the config."""
+        self.core.set_policy(user_config)
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         # Late-bound ASGI app (serve.ingress() without an app): built after __init__, so the routes close

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -20,6 +20,8 @@ __all__ = [
     "VersionSpec",
     "AppArgs",
     "RequestError",
+    "StickySpec",
+    "Parsed",
     "parse_v1",
     "parse_v2",
     "v1_response",
@@ -55,6 +57,14 @@ class VersionSpec(StrictModel):
     batch_wait_timeout_s: float = Field(
         0.002, ge=0, le=1, description="Longest wait for a batch to fill before predicting anyway."
     )
+    autoscaling_config: dict[str, Any] | None = Field(
+        None,
+        description="Ray Serve autoscaling_config of this version's deployment (min_replicas, max_replicas, "
+        "target_ongoing_requests, ...); replaces num_replicas.",
+    )
+    shadow: bool = Field(
+        False, description="Mirror every request to this version; its answers are compared, never returned."
+    )
 
     @field_validator("version", mode="before")
     @classmethod
@@ -70,12 +80,39 @@ class VersionSpec(StrictModel):
             raise ValueError(
                 f"give exactly one of `version` or `alias`, got version={self.version!r} alias={self.alias!r}"
             )
+        if self.shadow and self.weight != 0:
+            raise ValueError(f"a shadow version answers no client: give it weight 0, not {self.weight:g}")
+        if self.autoscaling_config is not None:
+            from ray.serve.config import AutoscalingConfig
+
+            try:
+                AutoscalingConfig(**self.autoscaling_config)
+            except Exception as exc:  # pydantic v1/v2 errors inside Ray; the message is what matters
+                raise ValueError(f"invalid autoscaling_config: {exc}") from None
         return self
 
     @property
     def label(self) -> str:
         """How the spec names its version, for messages: ``version '3'`` or ``alias 'champion'``."""
         return f"version {self.version!r}" if self.version is not None else f"alias {self.alias!r}"
+
+
+class StickySpec(StrictModel):
+    """Where a request carries its routing key: requests with the same key go to the same version."""
+
+    header: str | None = Field(None, description="HTTP header holding the key, e.g. x-user-id.")
+    field: str | None = Field(
+        None,
+        description="Top-level body field holding the key (V1: next to `instances`; V2: in `parameters`).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> StickySpec:
+        if (self.header is None) == (self.field is None):
+            raise ValueError("give exactly one of `header` or `field`")
+        if self.field in ("instances", "inputs", "outputs", "id", "parameters"):
+            raise ValueError(f"field {self.field!r} is part of the protocol; pick another name")
+        return self
 
 
 class AppArgs(StrictModel):
@@ -93,6 +130,9 @@ class AppArgs(StrictModel):
     max_body_bytes: int = Field(2_000_000, ge=1, description="Largest request body in bytes (more → 413).")
     allow_missing: bool = Field(False, description="Accept null/NaN feature values (passed to XGBoost as missing).")
     ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs of the router replica.")
+    sticky: StickySpec | None = Field(
+        None, description="Route requests carrying a key consistently (same key → same version while weights stay)."
+    )
     auth: Literal["none", "api_key"] = Field(
         "api_key",
         description="`api_key`: requests need `Authorization: Bearer <key>` with a key from "
@@ -104,6 +144,9 @@ class AppArgs(StrictModel):
         weights = [v.weight for v in self.versions]
         if abs(sum(weights) - 100.0) > 1e-6:
             raise ValueError(f"version weights must sum to 100, got {weights} (sum {sum(weights):g})")
+        shadows = [v.label for v in self.versions if v.shadow]
+        if len(shadows) > 1:
+            raise ValueError(f"at most one shadow version, got {shadows}")
         for attr in ("version", "alias"):
             given = [getattr(v, attr) for v in self.versions if getattr(v, attr) is not None]
             dupes = sorted({x for x in given if given.count(x) > 1})
@@ -212,7 +255,28 @@ def _check_batch_size(n: int, max_instances: int) -> None:
         raise RequestError(413, f"batch of {n} instances is over the limit of {max_instances} per request; split it")
 
 
-def parse_v1(body: bytes, features: list[str], *, max_instances: int, allow_missing: bool) -> np.ndarray:
+class Parsed(NamedTuple):
+    """A valid request: the feature matrix, the client's request id (V2) and its sticky routing key."""
+
+    x: np.ndarray
+    request_id: str | None = None
+    routing_key: str | None = None
+
+
+def _routing_key(container: Any, field: str | None, where: str) -> str | None:
+    if field is None or not isinstance(container, dict) or field not in container:
+        return None
+    value = container[field]
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise RequestError(400, f"{where} must be a string or an integer, got {_json_type(value)} {_show(value)}")
+    return str(value)
+
+
+def parse_v1(
+    body: bytes, features: list[str], *, max_instances: int, allow_missing: bool, routing_field: str | None = None
+) -> Parsed:
     """Parse a V1 request ``{"instances": [{feature: value, ...}, ...]}``.
 
     Args:
@@ -220,9 +284,10 @@ def parse_v1(body: bytes, features: list[str], *, max_instances: int, allow_miss
         features: the model's input features, in model order.
         max_instances: the most instances accepted (more → 413).
         allow_missing: accept null/NaN values as missing.
+        routing_field: a top-level key allowed beside ``instances`` that holds the sticky routing key.
 
     Returns:
-        A float32 array of shape [n, len(features)].
+        A float32 array of shape [n, len(features)] and the routing key, if any.
 
     Raises:
         RequestError: the body is not a valid request; the message names the problem.
@@ -235,9 +300,11 @@ def parse_v1(body: bytes, features: list[str], *, max_instances: int, allow_miss
             " (this V1 endpoint takes 'instances'; 'inputs' is for /v2/models/<name>/infer)" if "inputs" in doc else ""
         )
         raise RequestError(400, f"request has no 'instances'{hint}")
-    extra = sorted(k for k in doc if k != "instances")
+    extra = sorted(k for k in doc if k not in ("instances", routing_field))
     if extra:
-        raise RequestError(400, f"unknown key(s) {extra} in request; only 'instances' is allowed")
+        allowed = "'instances'" + (f" and {routing_field!r}" if routing_field else "")
+        raise RequestError(400, f"unknown key(s) {extra} in request; only {allowed} allowed")
+    routing_key = _routing_key(doc, routing_field, f"routing key {routing_field!r}")
     instances = doc["instances"]
     if not isinstance(instances, list):
         raise RequestError(400, f"'instances' must be a list of objects, got {_json_type(instances)}")
@@ -258,7 +325,7 @@ def parse_v1(body: bytes, features: list[str], *, max_instances: int, allow_miss
             if feature not in instance:
                 raise RequestError(400, f"instances[{i}] is missing feature {feature!r}")
             out[i, j] = _number(instance[feature], f"feature {feature!r} of instances[{i}]", allow_missing)
-    return out
+    return Parsed(out, None, routing_key)
 
 
 def _flatten(data: Any, shape: list[int], where: str) -> list[Any]:
@@ -331,8 +398,8 @@ def _tensor(raw: Any, k: int, max_instances: int) -> tuple[str, list[int], str, 
 
 
 def parse_v2(
-    body: bytes, features: list[str], *, max_instances: int, allow_missing: bool
-) -> tuple[np.ndarray, str | None]:
+    body: bytes, features: list[str], *, max_instances: int, allow_missing: bool, routing_field: str | None = None
+) -> Parsed:
     """Parse an Open Inference Protocol V2 request.
 
     Two layouts are accepted: one tensor per feature (named after it, shape [n] or [n, 1]), or a single
@@ -343,9 +410,10 @@ def parse_v2(
         features: the model's input features, in model order.
         max_instances: the most instances accepted (more → 413).
         allow_missing: accept null/NaN values as missing.
+        routing_field: the key of the request's ``parameters`` that holds the sticky routing key.
 
     Returns:
-        (float32 array of shape [n, len(features)], the request's `id` or None).
+        The float32 array of shape [n, len(features)], the request's `id` and the routing key (or None).
 
     Raises:
         RequestError: the body is not a valid request; the message names the problem.
@@ -364,6 +432,10 @@ def parse_v2(
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError(400, f"'id' must be a string, got {_show(request_id)}")
+    params = doc.get("parameters")
+    if params is not None and not isinstance(params, dict):
+        raise RequestError(400, f"'parameters' must be an object, got {_json_type(params)}")
+    routing_key = _routing_key(params, routing_field, f"parameters.{routing_field}")
     if "inputs" not in doc:
         raise RequestError(400, "request has no 'inputs'")
     inputs = doc["inputs"]
@@ -390,7 +462,7 @@ def parse_v2(
         for pos, value in enumerate(flat):
             i, j = divmod(pos, n_features)
             out[i, j] = _number(value, f"feature {features[j]!r} of instance {i}", allow_missing, integer)
-        return out, request_id
+        return Parsed(out, request_id, routing_key)
 
     # One tensor per feature.
     by_name: dict[str, int] = {}
@@ -421,7 +493,7 @@ def parse_v2(
         integer = datatype if datatype in _INT_RANGE else None
         for i, value in enumerate(flat):
             out[i, j] = _number(value, f"feature {feature!r} of instance {i}", allow_missing, integer)
-    return out, request_id
+    return Parsed(out, request_id, routing_key)
 
 
 # ------------------------------------------------------------------------------------------ responses
