@@ -84,6 +84,119 @@ def _cmd_endpoint(a: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_weights(pairs: list[str]) -> dict[str, float]:
+    weights: dict[str, float] = {}
+    for pair in pairs:
+        version, sep, weight = pair.partition("=")
+        try:
+            weights[version.strip().lstrip("vV")] = float(weight)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ConfigError(f"traffic: {pair!r} is not VERSION=PERCENT (e.g. v2=90)")
+    return weights
+
+
+def _print_event(e) -> None:
+    shadow = f"  shadow v{e.shadow['version']} {e.shadow.get('percent', 100):g}%" if e.shadow else ""
+    faults = "".join(f"  fault v{v} {f['abort_percent']:g}%" for v, f in (e.faults or {}).items())
+    weights = "  ".join(f"v{v}={w:g}%" for v, w in e.weights.items())
+    aliases = " ".join(f"{a}=v{v}" for a, v in sorted((e.aliases or {}).items()))
+    print(f"{e.at}  {e.action:<16} {weights}{shadow}{faults}  [{aliases}]  by {e.by}  {e.reason}")
+
+
+def _cmd_traffic(a: argparse.Namespace) -> int:
+    from mlplatform import traffic
+
+    admin = traffic.ServeAdmin(a.address)
+    if a.action == "show":
+        app = traffic.served(admin, a.app)
+        p = app.policy
+        print(f"application {a.app!r} serving model {app.args.model_name!r} (router {app.router})")
+        print("weights    " + "  ".join(f"v{v}={w:g}%" for v, w in p.weights.items()))
+        shadow = f"v{p.shadow.version} {p.shadow.percent:g}% timeout {p.shadow.timeout_s:g}s" if p.shadow else "-"
+        print(f"shadow     {shadow}")
+        print(
+            "faults     " + ("  ".join(f"v{v} {f.abort_percent:g}% → {f.status}" for v, f in p.faults.items()) or "-")
+        )
+        print(f"sticky     {app.args.sticky.model_dump(exclude_none=True) if app.args.sticky else '-'}")
+        return 0
+    shadow: object = False
+    if a.no_shadow:
+        shadow = None
+    elif a.shadow:
+        version, _, percent = a.shadow.partition(":")
+        shadow = {"version": version.lstrip("vV"), **({"percent": float(percent)} if percent else {})}
+    faults = None
+    if a.fault or a.clear_faults:
+        faults = {}
+        if a.clear_faults:
+            current = traffic.served(admin, a.app).policy.faults
+            faults = {v: None for v in current}
+        for pair in a.fault or []:
+            faults.update({v: {"abort_percent": w} for v, w in _parse_weights([pair]).items()})
+    event = traffic.set_traffic(
+        admin, a.app, _parse_weights(a.weights) if a.weights else None, shadow=shadow, faults=faults, reason=a.reason
+    )
+    _print_event(event)
+    return 0
+
+
+def _cmd_promote(a: argparse.Namespace) -> int:
+    from mlplatform import traffic
+
+    _print_event(traffic.promote(traffic.ServeAdmin(a.address), a.app, a.version, reason=a.reason))
+    return 0
+
+
+def _cmd_rollback(a: argparse.Namespace) -> int:
+    from mlplatform import traffic
+
+    _print_event(traffic.rollback(traffic.ServeAdmin(a.address), a.app, reason=a.reason))
+    return 0
+
+
+def _cmd_history(a: argparse.Namespace) -> int:
+    from mlplatform import history, traffic
+
+    uri = None
+    try:
+        uri = traffic.served(traffic.ServeAdmin(a.address), a.app).args.tracking_uri
+    except PlatformError:
+        pass  # the app may be gone; its history is still in MLflow
+    events = history.read(a.app, tracking_uri=uri)
+    if not events:
+        raise PlatformError(f"no deployment history for application {a.app!r}")
+    for e in events[-a.last :] if a.last else events:
+        _print_event(e)
+    return 0
+
+
+def _cmd_load(a: argparse.Namespace) -> int:
+    import requests
+
+    from mlplatform import cluster
+    from mlplatform.loadgen import run_load
+
+    state = cluster.load_state()
+    base = a.url or (state.serve_url if state else "http://127.0.0.1:8000")
+    key = os.environ.get("MLPLATFORM_API_KEY")
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    try:
+        meta = requests.get(f"{base}/v2/models/{a.model}", headers=headers, timeout=5)
+    except requests.RequestException as exc:
+        raise PlatformError(f"no endpoint answers at {base}: {exc}") from None
+    if meta.status_code != 200:
+        raise PlatformError(f"{base}: model {a.model!r} is not served ({meta.status_code}: {meta.text[:200]})")
+    features = [i["name"] for i in meta.json()["inputs"]]
+    print(f"sending ~{a.rps:g} requests/s to {base}/v1/models/{a.model}:predict for {a.seconds:g}s", flush=True)
+    report = run_load(base, a.model, features, rps=a.rps, seconds=a.seconds, headers=headers)
+    print(report.summary())
+    for e in report.errors[:3]:
+        print(f"  e.g. {e}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mlplatform", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -97,12 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=_cmd_down)
     sub.add_parser("status", help="what runs where").set_defaults(fn=_cmd_status)
 
-    for name, fn, text in (
-        ("submit", _cmd_submit, "submit a job to a Ray cluster's Jobs API"),
-        ("run", _cmd_run, "run a job in this process on an embedded local Ray"),
+    for name, fn, text, jobs in (
+        (
+            "submit",
+            _cmd_submit,
+            "submit a job to a Ray cluster's Jobs API",
+            ["ingest", "train", "deploy", "pipeline", "rollout"],
+        ),
+        (
+            "run",
+            _cmd_run,
+            "run a job in this process on an embedded local Ray",
+            ["ingest", "train", "deploy", "pipeline"],
+        ),
     ):
         s = sub.add_parser(name, help=text)
-        s.add_argument("job", choices=["ingest", "train", "deploy", "pipeline"])
+        s.add_argument("job", choices=jobs)
         s.add_argument("--config", required=True)
         if name == "submit":
             s.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
@@ -114,6 +237,47 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--entities", type=int, default=5000)
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(fn=_cmd_data)
+
+    admin_help = "Ray dashboard URL (default: the local platform, or $RAY_ADDRESS)"
+    s = sub.add_parser("traffic", help="show or change an application's traffic split, shadow and faults live")
+    tsub = s.add_subparsers(dest="action", required=True)
+    t = tsub.add_parser("show", help="the traffic policy as deployed")
+    t.add_argument("app")
+    t.add_argument("--address", default=None, help=admin_help)
+    t = tsub.add_parser("set", help="change weights/shadow/faults; the rest stays (e.g. `set churn v1=90 v2=10`)")
+    t.add_argument("app")
+    t.add_argument("weights", nargs="*", help="VERSION=PERCENT pairs summing to 100 (omit to keep the weights)")
+    t.add_argument("--shadow", default=None, help="mirror traffic to VERSION[:PERCENT] (answers never returned)")
+    t.add_argument("--no-shadow", action="store_true", help="stop mirroring")
+    t.add_argument("--fault", action="append", help="inject failures: VERSION=PERCENT (drills); 0 clears")
+    t.add_argument("--clear-faults", action="store_true", help="remove every injected fault")
+    t.add_argument("--reason", default="", help="why, for the deployment history")
+    t.add_argument("--address", default=None, help=admin_help)
+    s.set_defaults(fn=_cmd_traffic)
+
+    s = sub.add_parser("promote", help="send all traffic to a version and make it the champion")
+    s.add_argument("app")
+    s.add_argument("version")
+    s.add_argument("--reason", default="")
+    s.add_argument("--address", default=None, help=admin_help)
+    s.set_defaults(fn=_cmd_promote)
+    s = sub.add_parser("rollback", help="restore the traffic and aliases before the latest change")
+    s.add_argument("app")
+    s.add_argument("--reason", default="")
+    s.add_argument("--address", default=None, help=admin_help)
+    s.set_defaults(fn=_cmd_rollback)
+    s = sub.add_parser("history", help="every change to what an application serves (from MLflow)")
+    s.add_argument("app")
+    s.add_argument("--last", type=int, default=0, help="only the last N changes")
+    s.add_argument("--address", default=None, help=admin_help)
+    s.set_defaults(fn=_cmd_history)
+
+    s = sub.add_parser("load", help="a steady load on an endpoint for drills (tallies answers by version)")
+    s.add_argument("model")
+    s.add_argument("--rps", type=float, default=40)
+    s.add_argument("--seconds", type=float, default=60)
+    s.add_argument("--url", default=None, help="Serve HTTP address (default: the local platform's)")
+    s.set_defaults(fn=_cmd_load)
 
     s = sub.add_parser("endpoint", help="show a served model's URL, versions, weights and a curl line")
     s.add_argument("model")

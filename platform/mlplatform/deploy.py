@@ -1,14 +1,13 @@
-"""Deploy: apply a Serve config file (serve_configs/*.yaml) with registry aliases resolved to versions.
+"""Deploy: apply a Serve config file (serve_configs/*.yaml) with registry aliases pinned to versions.
 
 The file is an ordinary Ray Serve config, so the same file works with `serve deploy` and `serve run`
 (the builder resolves aliases itself there). Here we validate it first, so that a bad file fails before
-anything changes, resolve aliases to concrete versions for the record, and run it on the current cluster.
+anything changes, pin aliases to concrete versions, and apply it through Serve's declarative API.
 """
 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,38 +72,63 @@ def load_serve_config(path: str, application: str | None = None) -> tuple[dict[s
     return raw, app, args
 
 
-def deploy(serve_config: str, application: str | None = None) -> Deployment:
-    """Deploy one application of a Serve config file on the current Ray cluster and wait until it serves."""
-    from ray import serve
+def deploy(serve_config: str, application: str | None = None, *, address: str | None = None) -> Deployment:
+    """Deploy one application of a Serve config file and wait until it serves.
 
-    from mlplatform.registry import client
-    from mlplatform.serve import build_app
-    from mlplatform.serve.app import resolve_app_args
+    Aliases are pinned to the versions they point at now, so the deployed config says exactly what
+    serves (and re-deploying after an alias moved is a real change); the router's traffic policy goes in
+    its user_config. The config goes through Serve's declarative API (as `serve deploy` does), keeping the
+    cluster's other applications, so later `mlplatform traffic` changes and `serve deploy` agree.
+
+    Raises:
+        ConfigError: the file or its args are invalid (nothing is deployed).
+        mlplatform.errors.RegistryError: a version or alias is not in the registry.
+        PlatformError: Serve failed to deploy the application.
+    """
+    from mlplatform import history
+    from mlplatform.serve.app import resolve_app_args, router_name
+    from mlplatform.serve.router import default_policy
+    from mlplatform.traffic import ServeAdmin, aliases_of
 
     raw, app, args = load_serve_config(serve_config, application)
-    resolved, features = resolve_app_args(args)
-    http = raw.get("http_options") or {}
-    host, port = http.get("host", "127.0.0.1"), int(http.get("port", 8000))
-    serve.start(http_options={"host": host, "port": port})
-    route_prefix = app.get("route_prefix", "/")
-    serve.run(build_app(resolved), name=app["name"], route_prefix=route_prefix, blocking=False)
+    try:
+        resolved, features = resolve_app_args(args)
+    except ValueError as exc:
+        raise ConfigError(f"{serve_config}: application {app.get('name')!r}: {exc}") from None
+    policy = default_policy(resolved)
+    config = {
+        **app,
+        "args": resolved.model_dump(mode="json", exclude_none=True),
+        "deployments": [
+            *[d for d in app.get("deployments") or [] if d.get("name") != router_name(resolved.model_name)],
+            {"name": router_name(resolved.model_name), "user_config": policy},
+        ],
+    }
+    admin = ServeAdmin(address)
+    before = admin.apply(config, http_options=raw.get("http_options"))
+    admin.wait(app["name"], before)
 
-    weights = {v.version: v.weight for v in resolved.versions}
-    c = client(resolved.tracking_uri)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    for version, weight in weights.items():
-        c.set_model_version_tag(
-            resolved.model_name,
-            version,
-            "mlplatform.deployment",
-            json.dumps({"app": app["name"], "weight": weight, "at": stamp, "config": Path(serve_config).name}),
-        )
+    http = admin.details().get("http_options") or {}
+    host, port = http.get("host") or "127.0.0.1", int(http.get("port") or 8000)
+    history.record(
+        history.Event(
+            app=app["name"],
+            model=resolved.model_name,
+            action="deploy",
+            weights=policy["weights"],
+            shadow=policy.get("shadow"),
+            aliases=aliases_of(resolved.model_name, tracking_uri=resolved.tracking_uri),
+            reason=f"deploy {Path(serve_config).name}",
+        ),
+        tracking_uri=resolved.tracking_uri,
+    )
+    route_prefix = app.get("route_prefix", "/")
     prefix = "" if route_prefix in ("/", None) else route_prefix.rstrip("/")
     return Deployment(
         app_name=app["name"],
         model_name=resolved.model_name,
-        url=f"http://{host}:{port}{prefix}",
-        weights=weights,
+        url=f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}{prefix}",
+        weights=policy["weights"],
         features=features,
         auth=resolved.auth,
     )

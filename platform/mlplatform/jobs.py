@@ -64,12 +64,14 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"jobs/{job}.py")
     parser.add_argument("--config", required=True, help="YAML pipeline config")
     args = parser.parse_args(argv)
+    from mlplatform.pipeline import config_model
+
     try:
-        cfg = load_config(args.config)
+        cfg = load_config(args.config, config_model(job))
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if job in ("train", "deploy", "pipeline") and not MLFLOW_TRACKING_URI.get():
+    if job in ("train", "deploy", "pipeline", "rollout") and not MLFLOW_TRACKING_URI.get():
         print(
             "error: MLFLOW_TRACKING_URI is not set. Start the local platform with `mlplatform up` (it exports "
             "it to every Ray process) or set it in the cluster's environment (cluster.yaml).",
@@ -96,9 +98,10 @@ def run_local(job: str, config: str) -> int:
     import ray
 
     from mlplatform import cluster
+    from mlplatform.pipeline import config_model
     from mlplatform.settings import platform_home
 
-    load_config(config)  # fail on a bad config before starting anything
+    load_config(config, config_model(job))  # fail on a bad config before starting anything
     own_mlflow = None
     if job != "ingest" and not MLFLOW_TRACKING_URI.get():
         state = cluster.load_state()
@@ -139,11 +142,12 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     from mlplatform.cluster import auth_headers
+    from mlplatform.pipeline import config_model
     from mlplatform.registry import git_commit
 
     root = repo_root()
     cfg_path = Path(config).resolve()
-    load_config(cfg_path)
+    load_config(cfg_path, config_model(job))
     if not (root / "jobs" / f"{job}.py").exists():
         raise ConfigError(f"unknown job {job!r}: no {root / 'jobs' / (job + '.py')}")
     try:

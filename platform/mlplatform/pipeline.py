@@ -11,11 +11,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from mlplatform.config import PipelineConfig
-from mlplatform.errors import ConfigError
+from pydantic import BaseModel
+
+from mlplatform.config import PipelineConfig, RolloutJobConfig
+from mlplatform.errors import ConfigError, PlatformError
 from mlplatform.settings import platform_home
 
-__all__ = ["JOBS", "run_job", "ingest_step", "train_step", "deploy_step", "pipeline"]
+__all__ = ["JOBS", "run_job", "config_model", "ingest_step", "train_step", "deploy_step", "pipeline", "rollout_step"]
 
 log = logging.getLogger(__name__)
 
@@ -109,24 +111,66 @@ def pipeline(cfg: PipelineConfig):
     return dataset
 
 
-JOBS: dict[str, Callable[[PipelineConfig], Any]] = {
-    "ingest": ingest_step,
-    "train": train_step,
-    "deploy": deploy_step,
-    "pipeline": pipeline,
+def rollout_step(cfg: RolloutJobConfig):
+    from mlplatform.rollout import cluster_stats, run_rollout
+    from mlplatform.traffic import ServeAdmin, served
+
+    admin = ServeAdmin()
+    model = served(admin, cfg.rollout.app).args.model_name
+    result = run_rollout(cfg.rollout, admin, cluster_stats(model))
+    print(f"\n== rollout of v{result.canary} in {result.app!r}: {'done' if result.succeeded else 'ROLLED BACK'}")
+    print(
+        _table(
+            [
+                [
+                    f"{s.percent:g}%",
+                    s.canary["requests"],
+                    s.canary["error_rate"],
+                    s.canary["p99_ms"],
+                    s.stable["requests"],
+                    s.stable["error_rate"],
+                    s.stable["p99_ms"],
+                    s.verdict,
+                ]
+                for s in result.steps
+            ],
+            ["step", "canary req", "err", "p99 ms", "stable req", "err", "p99 ms", "verdict"],
+        )
+    )
+    if not result.succeeded:
+        raise RolloutFailed(result.reason)
+    return result
+
+
+class RolloutFailed(PlatformError):
+    """The rollout rolled back (the job fails so that its status says so)."""
+
+
+JOBS: dict[str, tuple[type[BaseModel], Callable[[Any], Any]]] = {
+    "ingest": (PipelineConfig, ingest_step),
+    "train": (PipelineConfig, train_step),
+    "deploy": (PipelineConfig, deploy_step),
+    "pipeline": (PipelineConfig, pipeline),
+    "rollout": (RolloutJobConfig, rollout_step),
 }
 
 
-def run_job(name: str, cfg: PipelineConfig) -> Any:
+def config_model(job: str) -> type[BaseModel]:
+    """The config model of a job's YAML file."""
+    if job not in JOBS:
+        raise ConfigError(f"unknown job {job!r}; choose one of {sorted(JOBS)}")
+    return JOBS[job][0]
+
+
+def run_job(name: str, cfg: Any) -> Any:
     """Run one job on the Ray cluster this process is (or will be) connected to."""
     import ray
 
-    if name not in JOBS:
-        raise ConfigError(f"unknown job {name!r}; choose one of {sorted(JOBS)}")
+    config_model(name)
     if not ray.is_initialized():
         ray.init()  # inside `ray job submit` this joins the job's cluster; alone it starts a local one
     _quiet_ray_data()
-    return JOBS[name](cfg)
+    return JOBS[name][1](cfg)
 
 
 def _quiet_ray_data() -> None:

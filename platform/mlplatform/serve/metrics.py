@@ -115,7 +115,10 @@ class VersionStats:
     latency_buckets: dict[float, float] = field(default_factory=dict)  # upper bound (ms) → cumulative count
 
     def minus(self, before: VersionStats) -> VersionStats:
-        """What happened between `before` and this snapshot."""
+        """What happened between `before` and this snapshot (a counter that went down was reset: a router
+        replica restarted, so everything it counts now happened since)."""
+        if self.requests < before.requests:
+            return self
         return VersionStats(
             requests=self.requests - before.requests,
             errors=self.errors - before.errors,

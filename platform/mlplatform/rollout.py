@@ -1,0 +1,205 @@
+"""Progressive rollout: move traffic to a canary step by step, judge each step, roll back on a breach.
+
+At each step (e.g. 1 → 10 → 50 → 100 %) the canary's share is set live (`traffic.apply_policy`), the step
+bakes for ``bake_s`` on real traffic, and the canary's error rate and p99 latency over exactly that window
+are compared with the stable version's. Both come from the router's per-version Prometheus metrics,
+scraped from every node (`serve.metrics`), so the judgement covers every router replica. A breach — or a
+step that never sees enough canary traffic to be judged — restores the traffic policy the rollout started
+from and records why. Every step lands in the deployment history.
+
+Runs where node metrics are reachable: as a Ray job (`mlplatform submit rollout --config ...`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlplatform import history
+from mlplatform.config import RolloutConfig
+from mlplatform.errors import PlatformError
+from mlplatform.serve.metrics import VersionStats
+from mlplatform.traffic import CHAMPION, PREVIOUS, ServeAdmin, aliases_of, apply_policy, served
+
+__all__ = ["RolloutResult", "StepReport", "judge", "run_rollout"]
+
+#: version → cumulative stats, read from wherever the metrics live.
+StatsReader = Callable[[], dict[str, VersionStats]]
+
+
+@dataclass(frozen=True)
+class StepReport:
+    percent: float
+    canary: dict[str, float]
+    stable: dict[str, float]
+    verdict: str  # "pass", or why the step failed
+
+
+@dataclass
+class RolloutResult:
+    app: str
+    canary: str
+    stable: str
+    succeeded: bool
+    reason: str = ""
+    steps: list[StepReport] = field(default_factory=list)
+
+
+def _summary(s: VersionStats) -> dict[str, float]:
+    p99 = s.latency_quantile(0.99)
+    return {
+        "requests": s.requests,
+        "errors": s.errors,
+        "error_rate": round(s.error_rate, 4),
+        "p99_ms": round(p99, 2) if not math.isnan(p99) else math.nan,
+    }
+
+
+def judge(canary: VersionStats, stable: VersionStats | None, cfg: RolloutConfig) -> str | None:
+    """Why the canary breaches its budget over one window, or None when it is healthy.
+
+    With no stable traffic in the window (the last step sends it none), the stable baseline is the last
+    window that had some; with none at all, only the canary's own error rate is judged (against 0).
+    """
+    base_rate = stable.error_rate if stable is not None and stable.requests else 0.0
+    if canary.error_rate > base_rate + cfg.max_error_rate_increase:
+        return (
+            f"canary error rate {canary.error_rate:.1%} ({canary.errors:g}/{canary.requests:g}) exceeds the stable "
+            f"{base_rate:.1%} by more than {cfg.max_error_rate_increase:.1%}"
+        )
+    if stable is not None and stable.requests:
+        c99, s99 = canary.latency_quantile(0.99), stable.latency_quantile(0.99)
+        if not (math.isnan(c99) or math.isnan(s99)):
+            limit = max(s99 * cfg.max_p99_ratio, s99 + cfg.p99_slack_ms)
+            if c99 > limit:
+                return (
+                    f"canary p99 {c99:.1f} ms exceeds {limit:.1f} ms (stable p99 {s99:.1f} ms × {cfg.max_p99_ratio:g})"
+                )
+    return None
+
+
+def _resolve(model: str, ref: str, tracking_uri: str | None) -> str:
+    from mlplatform.registry import resolve_version
+    from mlplatform.serve.routing import _version_key
+
+    ref = str(_version_key(ref))
+    if ref.isdigit():
+        return resolve_version(model, ref, tracking_uri=tracking_uri)
+    return resolve_version(model, alias=ref, tracking_uri=tracking_uri)
+
+
+def run_rollout(
+    cfg: RolloutConfig,
+    admin: ServeAdmin,
+    read_stats: StatsReader,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    log: Callable[[str], None] = print,
+) -> RolloutResult:
+    """Roll `cfg.canary` out in `cfg.app`; returns what happened (a rollback is a result, not an error).
+
+    Raises:
+        PlatformError: the application, canary or stable version is unusable (nothing was changed).
+    """
+    app = served(admin, cfg.app)
+    model, uri = app.args.model_name, app.args.tracking_uri
+    canary = _resolve(model, cfg.canary, uri)
+    start_policy = app.policy.model_dump(mode="json", exclude_none=True)
+    if cfg.stable is not None:
+        stable = _resolve(model, cfg.stable, uri)
+    else:
+        candidates = {v: w for v, w in app.policy.weights.items() if v != canary and w > 0}
+        if not candidates:
+            raise PlatformError(f"no stable version with traffic in {cfg.app!r} besides the canary v{canary}")
+        stable = max(candidates, key=candidates.__getitem__)
+    if stable == canary:
+        raise PlatformError(f"canary and stable are the same version ({canary})")
+
+    result = RolloutResult(cfg.app, canary, stable, succeeded=False)
+    keep = {k: v for k, v in start_policy.items() if k != "weights"}
+    if keep.get("shadow", {}).get("version") == canary:
+        keep.pop("shadow")  # the canary now answers clients; mirroring it to itself means nothing
+    baseline: VersionStats | None = None
+    max_wait = cfg.max_wait_s if cfg.max_wait_s is not None else 4 * cfg.bake_s
+
+    def restore(reason: str) -> RolloutResult:
+        log(f"rolling back: {reason}")
+        apply_policy(admin, cfg.app, start_policy, action="rollout-rollback", reason=reason)
+        result.reason = reason
+        return result
+
+    log(f"rollout of v{canary} in {cfg.app!r} against stable v{stable}: steps {cfg.steps} %, bake {cfg.bake_s:g}s")
+    for percent in cfg.steps:
+        weights = {stable: 100.0 - percent, canary: percent} if percent < 100 else {canary: 100.0}
+        apply_policy(
+            admin,
+            cfg.app,
+            {**keep, "weights": weights},
+            action="rollout-step",
+            reason=f"rollout of v{canary}: step {percent:g}%",
+        )
+        before = read_stats()
+        sleep(cfg.bake_s)
+        waited = cfg.bake_s
+        while True:
+            now = read_stats()
+            window_c = now.get(canary, VersionStats()).minus(before.get(canary, VersionStats()))
+            window_s = now.get(stable, VersionStats()).minus(before.get(stable, VersionStats()))
+            if window_c.requests >= cfg.min_requests or waited >= max_wait:
+                break
+            sleep(min(cfg.bake_s, max_wait - waited))
+            waited += cfg.bake_s
+        if window_s.requests >= cfg.min_requests:
+            baseline = window_s
+        if window_c.requests < cfg.min_requests:
+            verdict = (
+                f"only {window_c.requests:g} canary requests in {waited:g}s at {percent:g}% (need {cfg.min_requests})"
+            )
+        else:
+            verdict = judge(window_c, baseline, cfg) or "pass"
+        report = StepReport(percent, _summary(window_c), _summary(window_s), verdict)
+        result.steps.append(report)
+        log(f"  step {percent:5.1f}%  canary {report.canary}  stable {report.stable}  → {verdict}")
+        if verdict != "pass":
+            return restore(f"rollout of v{canary} failed at {percent:g}%: {verdict}")
+
+    if cfg.promote:
+        old = aliases_of(model, tracking_uri=uri).get(CHAMPION)
+        moves = {CHAMPION: canary, **({PREVIOUS: old} if old and old != canary else {})}
+        apply_policy(
+            admin,
+            cfg.app,
+            {**keep, "weights": {canary: 100.0}},
+            action="rollout-done",
+            reason=f"rollout of v{canary} passed every step",
+            move_aliases=moves,
+        )
+    else:
+        history.record(
+            history.Event(
+                app=cfg.app,
+                model=model,
+                action="rollout-done",
+                weights={canary: 100.0},
+                aliases=aliases_of(model, tracking_uri=uri),
+                reason=f"rollout of v{canary} passed every step",
+            ),
+            tracking_uri=uri,
+        )
+    result.succeeded = True
+    result.reason = "passed every step"
+    log(f"rollout of v{canary} done: 100% of {cfg.app!r}")
+    return result
+
+
+def cluster_stats(model: str) -> StatsReader:
+    """A reader of `model`'s per-version stats from every node of the connected Ray cluster."""
+    from mlplatform.serve.metrics import metrics_urls, scrape
+
+    def read() -> dict[str, Any]:
+        return scrape(metrics_urls(), model)
+
+    return read
