@@ -187,7 +187,8 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
         time.sleep(0.5)
         status = client.get_job_status(job_id)
     if status != JobStatus.SUCCEEDED:
-        info = client.get_job_info(job_id)
-        raise JobFailedError(f"job {job_id} {status.value}: {info.message or ''}".strip())
+        # The logs were streamed above; Ray's message repeats them, so keep its first line only.
+        message = (client.get_job_info(job_id).message or "").strip().splitlines()
+        raise JobFailedError(f"job {job_id} {status.value}: {message[0] if message else ''}".strip())
     print(f"job {job_id} succeeded", flush=True)
     return 0

@@ -6,6 +6,8 @@ import json
 import math
 import os
 import subprocess
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -193,6 +195,124 @@ def test_submit_bad_config_fails_before_submitting(platform_env, tmp_path):
     assert out.returncode == 2
     assert "_bad_test.yaml" in out.stderr and "train.num_samples" in out.stderr
     assert "submitted" not in out.stdout
+
+
+# ------------------------------------------------------------------------------ live traffic operations
+
+
+def _weights():
+    return requests.get(f"{URL}/v1/models/churn", timeout=10).json()["versions"]
+
+
+def test_reweight_shadow_and_back_under_load_drop_nothing(served, platform_env):
+    from mlplatform.loadgen import run_load
+
+    result = {}
+    worker = threading.Thread(
+        target=lambda: result.update(report=run_load(URL, "churn", served, rps=60, seconds=22, threads=4))
+    )
+    worker.start()
+    try:
+        time.sleep(2)
+        for change in (["v1=50", "v2=50"], ["--shadow", "v2"], ["v1=0", "v2=100", "--no-shadow"], ["v1=90", "v2=10"]):
+            cli("traffic", "set", "churn", *change, env=platform_env)
+            time.sleep(3)
+    finally:
+        worker.join()
+    report = result["report"]
+    assert report.sent > 500 and report.by_status == {200: report.sent}, (report.summary(), report.errors[:3])
+    assert set(report.by_version) == {"1", "2"}
+    assert _weights() == {"1": 90.0, "2": 10.0}
+
+
+def test_shadow_answers_are_compared_never_returned(served, platform_env):
+    cli("traffic", "set", "churn", "v1=100", "v2=0", "--shadow", "v2", env=platform_env)
+    try:
+        session = requests.Session()
+        answered = Counter(
+            session.post(PREDICT, json={"instances": [instance(served)]}, timeout=10).headers["x-model-version"]
+            for _ in range(40)
+        )
+        assert answered == {"1": 40}
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            shadow = requests.get(f"{URL}/v1/models/churn", timeout=10).json()["shadow"]
+            if shadow["outcomes"].get("ok", 0) >= 40:
+                break
+            time.sleep(0.2)
+        assert shadow["version"] == "2" and shadow["outcomes"]["ok"] >= 40 and shadow["mean_abs_diff"] is not None
+    finally:
+        cli("traffic", "set", "churn", "v1=90", "v2=10", "--no-shadow", env=platform_env)
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["v1=50", "v2=40"], "sum to 100"),
+        (["v1=90", "v7=10"], "no version '7'"),
+        (["v1=abc"], "is not VERSION=PERCENT"),
+        (["--shadow", "v1:0"], "shadow.percent"),
+    ],
+)
+def test_bad_traffic_changes_are_refused_and_change_nothing(served, platform_env, args, needle):
+    out = cli("traffic", "set", "churn", *args, env=platform_env, check=False)
+    assert out.returncode in (1, 2) and needle in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
+    assert _weights() == {"1": 90.0, "2": 10.0}
+
+
+def test_rollback_restores_the_previous_state_from_history(served, platform_env):
+    cli("traffic", "set", "churn", "v1=70", "v2=30", "--reason", "try 70/30", env=platform_env)
+    assert _weights() == {"1": 70.0, "2": 30.0}
+    out = cli("rollback", "churn", env=platform_env).stdout
+    assert "rollback" in out and _weights() == {"1": 90.0, "2": 10.0}
+    history = cli("history", "churn", env=platform_env).stdout
+    assert "deploy" in history and "try 70/30" in history and "rollback to the state of" in history
+    nothing = cli("rollback", "nope", env=platform_env, check=False)
+    assert nothing.returncode == 1 and "no Serve application 'nope'" in nothing.stderr
+
+
+def test_rollout_rolls_back_on_an_injected_error_rate(served, platform_env):
+    from mlplatform.loadgen import run_load
+
+    cli("traffic", "set", "churn", "v1=100", "v2=0", "--fault", "v2=50", env=platform_env)
+    config = ROOT / "jobs" / "configs" / "_test_rollout.yaml"
+    config.write_text(
+        "rollout: {app: churn, canary: '2', steps: [50, 100], bake_s: 6, min_requests: 10, max_wait_s: 20}\n"
+    )
+    stop = threading.Event()
+    load = threading.Thread(
+        target=run_load, args=(URL, "churn", served), kwargs={"rps": 40, "seconds": 120, "stop": stop}
+    )
+    load.start()
+    try:
+        out = cli("submit", "rollout", "--config", str(config), env=platform_env, check=False)
+    finally:
+        stop.set()
+        load.join()
+        config.unlink()
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "ROLLED BACK" in out.stdout and "canary error rate" in out.stdout
+    assert _weights() == {"1": 100.0, "2": 0.0}  # the state the rollout started from
+    assert "rollout-rollback" in cli("history", "churn", "--last", "1", env=platform_env).stdout
+    cli("traffic", "set", "churn", "v1=90", "v2=10", "--clear-faults", env=platform_env)
+
+
+def test_promote_moves_traffic_and_the_champion_alias(served, platform_env):
+    from mlflow import MlflowClient
+
+    out = cli("promote", "churn", "v2", env=platform_env).stdout
+    assert "promote" in out and _weights() == {"1": 0.0, "2": 100.0}
+    state = load_state(Path(platform_env["MLPLATFORM_HOME"]))
+    aliases = (
+        MlflowClient(tracking_uri=state.mlflow_url, registry_uri=state.mlflow_url).get_registered_model("churn").aliases
+    )
+    assert aliases["champion"] == "2" and aliases["previous"] == "1"
+    cli("rollback", "churn", env=platform_env)  # back to 90/10 and the old champion
+    aliases = (
+        MlflowClient(tracking_uri=state.mlflow_url, registry_uri=state.mlflow_url).get_registered_model("churn").aliases
+    )
+    assert _weights() == {"1": 90.0, "2": 10.0} and aliases["champion"] == "1"
 
 
 def test_down_leaves_no_process(platform_env, served):
