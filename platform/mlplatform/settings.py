@@ -28,6 +28,8 @@ MLFLOW_TRACKING_URI = _Setting("MLFLOW_TRACKING_URI", None, "MLflow tracking ser
 RAY_ADDRESS = _Setting("RAY_ADDRESS", None, "Ray Jobs API, e.g. http://127.0.0.1:8265")
 #: Comma-separated inference API keys; read by the serving ingress, never logged.
 MLPLATFORM_API_KEYS = _Setting("MLPLATFORM_API_KEYS", None, "inference API keys (comma-separated)")
+#: Comma-separated admin API keys for the router's traffic endpoints; read by the ingress, never logged.
+MLPLATFORM_ADMIN_KEYS = _Setting("MLPLATFORM_ADMIN_KEYS", None, "admin API keys for traffic changes (comma-separated)")
 #: The commit the job's code came from; `mlplatform submit` sets it (the uploaded copy has no .git).
 MLPLATFORM_GIT_COMMIT = _Setting("MLPLATFORM_GIT_COMMIT", None, "git commit of the submitted code")
 #: Who submitted the job; `mlplatform submit` sets it, lineage tags record it.

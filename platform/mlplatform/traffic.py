@@ -252,6 +252,7 @@ def apply_policy(
     action: str,
     reason: str = "",
     move_aliases: dict[str, str] | None = None,
+    by: str = "",
     wait_timeout: float = 600,
 ) -> history.Event:
     """Validate and apply a traffic policy to application `name`; record it in the deployment history.
@@ -296,6 +297,7 @@ def apply_policy(
             faults={v: f.model_dump() for v, f in checked.faults.items()},
             aliases=aliases_of(app.args.model_name, tracking_uri=app.args.tracking_uri),
             reason=reason,
+            by=by,
         ),
         tracking_uri=app.args.tracking_uri,
     )

@@ -298,6 +298,19 @@ def test_rollout_rolls_back_on_an_injected_error_rate(served, platform_env):
     cli("traffic", "set", "churn", "v1=90", "v2=10", "--clear-faults", env=platform_env)
 
 
+def test_admin_http_route_changes_traffic_cluster_wide(served, platform_env):
+    r = requests.put(
+        f"{URL}/admin/v1/models/churn/traffic", json={"weights": {"1": 80, "2": 20}, "reason": "via http"}, timeout=120
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["weights"] == {"1": 80.0, "2": 20.0} and _weights() == {"1": 80.0, "2": 20.0}
+    # It went through the deployed config, so the CLI (and `serve deploy`) see the same policy.
+    assert "v1=80%  v2=20%" in cli("traffic", "show", "churn", env=platform_env).stdout
+    bad = requests.put(f"{URL}/admin/v1/models/churn/traffic", json={"weights": {"1": 80}}, timeout=30)
+    assert bad.status_code == 400 and "sum to 100" in bad.json()["error"]
+    cli("traffic", "set", "churn", "v1=90", "v2=10", env=platform_env)
+
+
 def test_promote_moves_traffic_and_the_champion_alias(served, platform_env):
     from mlflow import MlflowClient
 

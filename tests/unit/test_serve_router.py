@@ -91,7 +91,7 @@ class FakeHandle:
         self.version_info = _Method(version_info)
 
 
-def make(auth="none", keys=None, handles=None, **args):
+def make(auth="none", keys=None, handles=None, admin_keys=None, apply_policy=None, **args):
     parsed = AppArgs.model_validate(
         {
             "model_name": "m",
@@ -102,7 +102,7 @@ def make(auth="none", keys=None, handles=None, **args):
         }
     )
     handles = handles or {"1": FakeHandle("1", 1.0), "2": FakeHandle("2", 10.0)}
-    core = RouterCore(parsed, FEATURES, handles, api_keys=keys)
+    core = RouterCore(parsed, FEATURES, handles, api_keys=keys, admin_keys=admin_keys, apply_policy=apply_policy)
     return core, create_app(core)
 
 
@@ -450,3 +450,62 @@ def test_injected_faults_fail_a_share_of_one_version():
             assert status == 503 and "injected fault" in body["error"] and "version 2" in body["error"]
     assert codes == {(200, "1"): 10, (503, "2"): 10}
     assert call(app, "GET", "/v1/models/m")[2]["faults"] == {"2": {"abort_percent": 100.0, "status": 503}}
+
+
+# ------------------------------------------------------------------------------------ admin routes
+
+
+def test_admin_traffic_route_applies_through_the_control_plane():
+    applied = []
+
+    def apply(policy, reason, who):
+        applied.append((policy, reason, who))
+        core.set_policy(policy)  # what Serve's reconfigure would do
+        return {"action": "traffic", "weights": policy["weights"], "by": who}
+
+    core, app = make(auth="api_key", keys=["infer"], admin_keys=["root"], apply_policy=apply)
+    admin = {"authorization": "Bearer root"}
+    body = {"weights": {"1": 30, "2": 70}, "reason": "ops"}
+    status, _, out = call(app, "PUT", "/admin/v1/models/m/traffic", body, headers=admin)
+    assert status == 200 and out["weights"] == {"1": 30, "2": 70}
+    ((policy, reason, who),) = applied
+    assert reason == "ops" and who.startswith("key:") and "root" not in who  # a fingerprint, never the key
+    assert call(app, "GET", "/admin/v1/models/m/traffic", headers=admin)[2]["versions"] == {"1": 30.0, "2": 70.0}
+
+
+def test_admin_routes_need_an_admin_key():
+    core, app = make(auth="api_key", keys=["infer"], admin_keys=["root"], apply_policy=lambda *a: {})
+    body = {"weights": {"1": 100}}
+    assert call(app, "PUT", "/admin/v1/models/m/traffic", body)[0] == 401
+    status, _, out = call(app, "PUT", "/admin/v1/models/m/traffic", body, headers={"authorization": "Bearer infer"})
+    assert status == 403 and "admin" in out["error"]  # an inference key is not an admin key
+    _, no_admin = make(auth="api_key", keys=["infer"])
+    assert call(no_admin, "GET", "/admin/v1/models/m/traffic", headers={"authorization": "Bearer infer"})[0] == 403
+
+
+@pytest.mark.parametrize(
+    "body,status,needle",
+    [
+        ({"weights": {"1": 50, "2": 40}}, 400, "sum to 100"),
+        ({"weights": {"9": 100}}, 400, "not deployed"),
+        ([1, 2], 400, "JSON object"),
+        ({"weights": {"1": 100}, "reason": 5}, 400, "reason"),
+    ],
+)
+def test_admin_traffic_bad_changes_are_4xx(body, status, needle):
+    core, app = make(apply_policy=lambda *a: pytest.fail("must not be applied"))
+    got, _, out = call(app, "PUT", "/admin/v1/models/m/traffic", body)
+    assert got == status and needle in out["error"]
+    assert core.weights == {"1": 90.0, "2": 10.0}
+
+
+def test_admin_traffic_without_or_with_a_failing_control_plane():
+    _, app = make()
+    assert call(app, "PUT", "/admin/v1/models/m/traffic", {"weights": {"1": 100}})[0] == 503
+
+    def refuse(*a):
+        raise RuntimeError("Serve said no")
+
+    _, app = make(apply_policy=refuse)
+    status, _, out = call(app, "PUT", "/admin/v1/models/m/traffic", {"weights": {"1": 100}})
+    assert status == 502 and "Serve said no" in out["error"]

@@ -7,13 +7,14 @@ awaitable "handles" (unit tests) as well as inside the `Router` Serve deployment
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import logging
 import os
 import random
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -29,13 +30,14 @@ from mlplatform.serve.schemas import (
     AppArgs,
     Parsed,
     RequestError,
+    load_json,
     parse_v1,
     parse_v2,
     v1_response,
     v2_metadata,
     v2_response,
 )
-from mlplatform.settings import MLPLATFORM_API_KEYS
+from mlplatform.settings import MLPLATFORM_ADMIN_KEYS, MLPLATFORM_API_KEYS
 
 __all__ = ["Router", "RouterCore", "create_app", "api_keys_from_env", "default_policy"]
 
@@ -48,10 +50,14 @@ READY_TIMEOUT_S = 5.0
 MAX_SHADOW_IN_FLIGHT = 256
 
 
-def api_keys_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
-    """The accepted API keys: $MLPLATFORM_API_KEYS split on commas, blanks dropped."""
-    raw = (os.environ if environ is None else environ).get(MLPLATFORM_API_KEYS.name, "")
+def api_keys_from_env(environ: Mapping[str, str] | None = None, name: str = MLPLATFORM_API_KEYS.name) -> list[str]:
+    """The accepted API keys: $MLPLATFORM_API_KEYS (or `name`) split on commas, blanks dropped."""
+    raw = (os.environ if environ is None else environ).get(name, "")
     return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+#: ``(policy, reason, who) -> history event as a dict``: applies a traffic policy through the control plane.
+PolicyApplier = Callable[[dict[str, Any], str, str], dict[str, Any]]
 
 
 class RouterCore:
@@ -63,6 +69,9 @@ class RouterCore:
         handles: version → object whose ``.predict.remote(x)`` and ``.version_info.remote()`` are awaitable.
         api_keys: accepted keys when ``args.auth == "api_key"``.
         policy: the initial traffic policy (a router user_config); default: the versions' weights and shadow.
+        admin_keys: keys accepted by the admin (traffic) routes when ``args.auth == "api_key"``; inference keys
+            are not admin keys. Without admin keys those routes refuse everyone (403).
+        apply_policy: how the admin route applies a change cluster-wide (None: the route answers 503).
 
     Raises:
         ValueError: auth is api_key but there are no keys.
@@ -75,6 +84,8 @@ class RouterCore:
         handles: Mapping[str, Any],
         api_keys: list[str] | None = None,
         policy: dict[str, Any] | None = None,
+        admin_keys: list[str] | None = None,
+        apply_policy: PolicyApplier | None = None,
     ):
         self.args = args
         self.model_name = args.model_name
@@ -88,6 +99,8 @@ class RouterCore:
                 "the application's runtime_env env_vars) or use auth: none for a local demo"
             )
         self._keys = [k.encode() for k in (api_keys or [])]
+        self._admin_keys = [k.encode() for k in (admin_keys or [])]
+        self.apply_policy = apply_policy
         self.metrics = RouterMetrics(self.model_name)
         self._shadow_tasks: set[asyncio.Task] = set()
         self._shadow_credit = 0.0
@@ -134,10 +147,14 @@ class RouterCore:
 
     # ------------------------------------------------------------------------------------- checks
 
-    def check_auth(self, request: Request) -> None:
-        """401 without a bearer token, 403 with a wrong one; a no-op when auth is none."""
+    def check_auth(self, request: Request, *, admin: bool = False) -> str:
+        """401 without a bearer token, 403 with a wrong one; a no-op when auth is none.
+
+        Returns:
+            Who the caller is, for the deployment history: a short fingerprint of the key, never the key.
+        """
         if self.args.auth == "none":
-            return
+            return "anonymous (auth: none)"
         header = request.headers.get("authorization")
         if not header:
             raise RequestError(401, "missing Authorization header; send 'Authorization: Bearer <key>'")
@@ -145,9 +162,11 @@ class RouterCore:
         if scheme.lower() != "bearer" or not token.strip():
             raise RequestError(401, "Authorization header must be 'Bearer <key>'")
         presented = token.strip().encode()
+        keys = self._admin_keys if admin else self._keys
         # Compare against every key in constant time; never log the key.
-        if not any(hmac.compare_digest(presented, key) for key in self._keys):
-            raise RequestError(403, "API key not accepted")
+        if not any(hmac.compare_digest(presented, key) for key in keys):
+            raise RequestError(403, "admin API key not accepted" if admin else "API key not accepted")
+        return "key:" + hashlib.sha256(presented).hexdigest()[:8]
 
     def check_model(self, name: str) -> None:
         if name != self.model_name:
@@ -303,6 +322,18 @@ def default_policy(args: AppArgs) -> dict[str, Any]:
     if shadows:
         policy["shadow"] = {"version": shadows[0].version}
     return policy
+
+
+def _apply_through_serve(policy: dict[str, Any], reason: str, who: str) -> dict[str, Any]:
+    """Apply a policy to this replica's application the way `mlplatform traffic set` does (a `PolicyApplier`)."""
+    from dataclasses import asdict
+
+    from mlplatform import traffic
+
+    event = traffic.apply_policy(
+        traffic.ServeAdmin(), serve.get_replica_context().app_name, policy, action="traffic", reason=reason, by=who
+    )
+    return asdict(event)
 
 
 class _VersionHeader:
@@ -477,6 +508,38 @@ def create_app(core: RouterCore) -> FastAPI:
     async def v2_version_ready(name: str, version: str) -> JSONResponse:
         return await ready(name, version)
 
+    # ---------------------------------------------------------------------------------- admin
+
+    @app.get("/admin/v1/models/{name}/traffic")
+    async def admin_traffic(name: str, request: Request) -> JSONResponse:
+        core.check_auth(request, admin=True)
+        core.check_model(name)
+        return JSONResponse(core.status())
+
+    @app.put("/admin/v1/models/{name}/traffic")
+    async def admin_set_traffic(name: str, request: Request) -> JSONResponse:
+        who = core.check_auth(request, admin=True)
+        core.check_model(name)
+        doc = load_json(await core.read_body(request))
+        if not isinstance(doc, dict):
+            raise RequestError(400, "body must be a JSON object: {weights, shadow?, faults?, reason?}")
+        reason = doc.pop("reason", "")
+        if not isinstance(reason, str):
+            raise RequestError(400, "'reason' must be a string")
+        try:
+            parse_policy(doc, core.versions)
+        except ValueError as exc:
+            raise RequestError(400, str(exc)) from None
+        if core.apply_policy is None:
+            raise RequestError(503, "traffic changes need the Serve control plane, which this replica cannot reach")
+        try:
+            # Through Serve's declarative config, so every router replica (and the deployed config) agrees.
+            event = await asyncio.to_thread(core.apply_policy, doc, reason, who)
+        except Exception as exc:
+            logger.warning("admin traffic change failed: %s: %s", type(exc).__name__, exc)
+            raise RequestError(502, f"the control plane refused the change: {exc}") from None
+        return JSONResponse(event)
+
     @app.get("/v2/health/live")
     async def v2_live() -> JSONResponse:
         return JSONResponse({"live": True})
@@ -505,7 +568,10 @@ class Router:
     def __init__(self, args: dict[str, Any], features: list[str], handles: dict[str, Any]) -> None:
         parsed = AppArgs.model_validate(args)
         keys = api_keys_from_env() if parsed.auth == "api_key" else None
-        self.core = RouterCore(parsed, features, handles, api_keys=keys)
+        admin_keys = api_keys_from_env(name=MLPLATFORM_ADMIN_KEYS.name) if parsed.auth == "api_key" else None
+        self.core = RouterCore(
+            parsed, features, handles, api_keys=keys, admin_keys=admin_keys, apply_policy=_apply_through_serve
+        )
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a traffic policy (weights, shadow, faults) live; a ValueError makes Serve reject the config."""

@@ -20,6 +20,7 @@ __all__ = [
     "VersionSpec",
     "AppArgs",
     "RequestError",
+    "load_json",
     "StickySpec",
     "Parsed",
     "parse_v1",
@@ -194,7 +195,8 @@ def _json_type(value: Any) -> str:
     return "an object"
 
 
-def _load_json(body: bytes) -> Any:
+def load_json(body: bytes) -> Any:
+    """Decode a JSON request body; RequestError (400) names what is wrong."""
     if not body or not body.strip():
         raise RequestError(400, "request body is empty; send a JSON object")
     try:
@@ -292,7 +294,7 @@ def parse_v1(
     Raises:
         RequestError: the body is not a valid request; the message names the problem.
     """
-    doc = _load_json(body)
+    doc = load_json(body)
     if not isinstance(doc, dict):
         raise RequestError(400, f'request body must be a JSON object {{"instances": [...]}}, got {_json_type(doc)}')
     if "instances" not in doc:
@@ -418,7 +420,7 @@ def parse_v2(
     Raises:
         RequestError: the body is not a valid request; the message names the problem.
     """
-    doc = _load_json(body)
+    doc = load_json(body)
     if not isinstance(doc, dict):
         raise RequestError(400, f'request body must be a JSON object {{"inputs": [...]}}, got {_json_type(doc)}')
     extra = sorted(set(doc) - {"id", "inputs", "outputs", "parameters"})
