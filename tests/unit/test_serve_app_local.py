@@ -162,3 +162,31 @@ def test_version_refuses_a_booster_with_other_features():
     app = ModelVersion.options(name="m-v9").bind("m", "1", None, loader=fake_loader, features=["x", "y", "z"])
     with pytest.raises(Exception, match=r"features \['a', 'b', 'c'\] differ from the endpoint's \['x', 'y', 'z'\]"):
         serve.run(app, name="local-bad", route_prefix=None, _local_testing_mode=True)
+
+
+def test_colocated_versions_predict_inside_the_router():
+    handle = serve.run(
+        make_app({**ARGS, "colocate": True}, loader=fake_loader, features=FEATURES, resolver=resolver),
+        name="local-colocated",
+        route_prefix=None,
+        _local_testing_mode=True,
+    )
+    assert handle.deployment_name == "m-router"
+    from mlplatform.serve.model import LocalVersion
+
+    local = {v: LocalVersion("m", v, None, fake_loader, FEATURES) for v in ("1", "2")}
+    args = AppArgs.model_validate(
+        {**ARGS, "versions": [{"version": "1", "weight": 50}, {"version": "2", "weight": 50}]}
+    )
+    app = create_app(RouterCore(args, FEATURES, local))
+    row = {"a": 0.3, "b": -1.2, "c": 2.0}
+    x = np.array([[row[f] for f in FEATURES]], dtype=np.float32)
+    seen = set()
+    for _ in range(4):
+        status, _, body = call(app, "POST", "/v1/models/m:predict", {"instances": [row]})
+        assert status == 200
+        np.testing.assert_allclose(body["predictions"], BOOSTERS[body["model_version"]].inplace_predict(x), rtol=1e-6)
+        seen.add(body["model_version"])
+    assert seen == {"1", "2"} and call(app, "GET", "/v2/health/ready")[0] == 200
+    with pytest.raises(ValueError, match="differ from the endpoint's"):
+        LocalVersion("m", "1", None, fake_loader, ["x", "y", "z"])

@@ -106,7 +106,7 @@ def make_app(
     resolved, features = resolve_app_args(args, features=features, resolver=resolver)
     name = resolved.model_name
     handles = {}
-    for spec in resolved.versions:
+    for spec in [] if resolved.colocate else resolved.versions:
         assert spec.version is not None
         scaling: dict[str, Any] = (
             {"autoscaling_config": spec.autoscaling_config}
@@ -126,10 +126,11 @@ def make_app(
         ).bind(name, spec.version, resolved.tracking_uri, loader=loader, features=features)
     return Router.options(
         name=router_name(name),
+        num_replicas=resolved.ingress_num_replicas,
         ray_actor_options={"num_cpus": resolved.ingress_num_cpus},
         max_ongoing_requests=ROUTER_MAX_ONGOING,
         user_config=default_policy(resolved),
-    ).bind(resolved.model_dump(mode="json"), features, handles)
+    ).bind(resolved.model_dump(mode="json"), features, handles, loader=loader if resolved.colocate else None)
 
 
 def router_name(model_name: str) -> str:

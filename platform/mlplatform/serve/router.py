@@ -562,11 +562,21 @@ class Router:
     Args:
         args: the resolved `AppArgs` as a dict (versions concrete).
         features: the model's input features, in model order.
-        handles: version → DeploymentHandle of its `ModelVersion` deployment.
+        handles: version → DeploymentHandle of its `ModelVersion` deployment (empty with ``colocate``).
+        loader: with ``colocate``, the model loader each replica uses to load every version itself.
     """
 
-    def __init__(self, args: dict[str, Any], features: list[str], handles: dict[str, Any]) -> None:
+    def __init__(self, args: dict[str, Any], features: list[str], handles: dict[str, Any], loader: Any = None) -> None:
         parsed = AppArgs.model_validate(args)
+        if parsed.colocate:
+            from mlplatform.serve.model import LocalVersion, load_booster
+
+            handles = {
+                v.version: LocalVersion(
+                    parsed.model_name, v.version, parsed.tracking_uri, loader or load_booster, features
+                )
+                for v in parsed.versions
+            }
         keys = api_keys_from_env() if parsed.auth == "api_key" else None
         admin_keys = api_keys_from_env(name=MLPLATFORM_ADMIN_KEYS.name) if parsed.auth == "api_key" else None
         self.core = RouterCore(

@@ -130,7 +130,14 @@ class AppArgs(StrictModel):
     max_instances: int = Field(1000, ge=1, description="Most instances in one request (more → 413).")
     max_body_bytes: int = Field(2_000_000, ge=1, description="Largest request body in bytes (more → 413).")
     allow_missing: bool = Field(False, description="Accept null/NaN feature values (passed to XGBoost as missing).")
-    ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs of the router replica.")
+    ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs of each router replica.")
+    ingress_num_replicas: int = Field(1, ge=1, description="Router replicas (each holds the traffic policy).")
+    colocate: bool = Field(
+        False,
+        description="Load every version inside the router replicas instead of one deployment per version: no "
+        "hop between router and model, which is fastest for small models; versions then share the router's "
+        "replicas and resources (per-version replicas, batching and autoscaling do not apply).",
+    )
     sticky: StickySpec | None = Field(
         None, description="Route requests carrying a key consistently (same key → same version while weights stay)."
     )
