@@ -13,7 +13,13 @@ from mlplatform.errors import ConfigError, PlatformError
 def _cmd_up(a: argparse.Namespace) -> int:
     from mlplatform import cluster
 
-    s = cluster.up(ray_port=a.ray_port, dashboard_port=a.dashboard_port, mlflow_port=a.mlflow_port, num_cpus=a.num_cpus)
+    s = cluster.up(
+        ray_port=a.ray_port,
+        dashboard_port=a.dashboard_port,
+        mlflow_port=a.mlflow_port,
+        num_cpus=a.num_cpus,
+        fast_serving=a.fast_serving,
+    )
     print(f"platform up in {s.home}\n  Ray dashboard + Jobs API: {s.dashboard_url}\n  MLflow UI: {s.mlflow_url}")
     return 0
 
@@ -206,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dashboard-port", type=int, default=8265)
     s.add_argument("--mlflow-port", type=int, default=5000)
     s.add_argument("--num-cpus", type=int, default=None)
+    s.add_argument(
+        "--fast-serving",
+        action="store_true",
+        help="Ray Serve with its HAProxy ingress and throughput settings (replicas listen on all interfaces)",
+    )
     s.set_defaults(fn=_cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=_cmd_down)
     sub.add_parser("status", help="what runs where").set_defaults(fn=_cmd_status)

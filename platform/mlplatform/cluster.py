@@ -133,8 +133,15 @@ def up(
     dashboard_port: int = 8265,
     mlflow_port: int = 5000,
     num_cpus: int | None = None,
+    fast_serving: bool = False,
 ) -> PlatformState:
-    """Start (or find running) the MLflow server and the Ray head. Running it twice is harmless."""
+    """Start (or find running) the MLflow server and the Ray head. Running it twice is harmless.
+
+    Args:
+        fast_serving: start Ray Serve with its HAProxy ingress and throughput-optimized settings
+            (``RAY_SERVE_ENABLE_HA_PROXY``, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``): several times the requests
+            per second, but replicas then also listen on every interface, so keep it off on untrusted networks.
+    """
     home = (home or platform_home()).resolve()
     (home / "logs").mkdir(parents=True, exist_ok=True)
     previous = load_state(home)
@@ -160,6 +167,9 @@ def up(
         # window on a laptop is judged on the traffic of that step.
         "RAY_metrics_report_interval_ms": os.environ.get("RAY_metrics_report_interval_ms", "2000"),
     }
+    if fast_serving:
+        # Ray starts workers at niceness 15 (so the raylet stays responsive); replicas are the point here.
+        env |= {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_worker_niceness": "0"}
 
     if previous and _alive(previous.mlflow_pid) and answers(f"{state.mlflow_url}/health"):
         state.mlflow_pid = previous.mlflow_pid

@@ -123,7 +123,14 @@ def make_app(
                 "max_batch_size": spec.max_batch_size,
                 "batch_wait_timeout_s": spec.batch_wait_timeout_s,
             },
-        ).bind(name, spec.version, resolved.tracking_uri, loader=loader, features=features)
+        ).bind(
+            name,
+            spec.version,
+            resolved.tracking_uri,
+            loader=loader,
+            features=features,
+            nthread=max(1, int(spec.num_cpus)),
+        )
     return Router.options(
         name=router_name(name),
         num_replicas=resolved.ingress_num_replicas,

@@ -59,6 +59,7 @@ class ModelVersion:
         tracking_uri: MLflow tracking server (None: $MLFLOW_TRACKING_URI).
         loader: ``(model_uri, tracking_uri) -> Booster``; tests pass a fake one.
         features: the router's feature order; checked against the Booster's feature names if it has them.
+        nthread: XGBoost threads per predict (the replica's whole CPUs, at least 1).
     """
 
     def __init__(
@@ -68,12 +69,15 @@ class ModelVersion:
         tracking_uri: str | None,
         loader: Loader = load_booster,
         features: list[str] | None = None,
+        nthread: int = 1,
     ) -> None:
         self.model_name = model_name
         self.version = str(version)
         self.booster = loader(model_uri(model_name, self.version), tracking_uri)
         if features is not None:
             _check_features(self.booster, features, f"{model_name} v{self.version}")
+        # XGBoost's default is every core of the node, which oversubscribes a replica with a CPU share.
+        _set_threads(self.booster, nthread)
         # The batch queue is built per instance: `@serve.batch` on a method keeps ONE queue per class per
         # process, so two versions living in one process (local testing mode) would share batches and the
         # first request's `self` would predict them all.
@@ -109,6 +113,11 @@ class ModelVersion:
         return self.version
 
 
+def _set_threads(booster: Any, n: int) -> None:
+    if hasattr(booster, "set_param"):
+        booster.set_param({"nthread": max(1, n)})
+
+
 def _check_features(booster: Any, features: list[str], what: str) -> None:
     """Refuse to serve a Booster whose inputs disagree with the endpoint's feature list."""
     n = booster.num_features()
@@ -140,6 +149,9 @@ class LocalVersion:
         self.version = str(version)
         self.booster = loader(model_uri(model_name, self.version), tracking_uri)
         _check_features(self.booster, features, f"{model_name} v{self.version}")
+        # One thread: OpenMP workers spinning for a single row cost more than they save, and on a busy
+        # node they fight the router's own event loop for the CPU.
+        _set_threads(self.booster, 1)
         self.predict = _Call(self._predict)
         self.version_info = _Call(self._version_info)
         logger.info("loaded %s version %s in the router", model_name, self.version)
