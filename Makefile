@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= jobs/configs/demo.yaml
 ENTITIES ?= 5000
 
-.PHONY: demo test down lint bench install install-dev clean
+.PHONY: demo tour test down lint bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,22 @@ demo: install
 	$(BIN)/mlplatform submit pipeline --config $(CONFIG)
 	@echo
 	@$(BIN)/mlplatform endpoint churn
-	@echo "stop everything with: make down"
+	@echo "next: make tour (live re-weight, shadow, a rollout that rolls back); stop everything with: make down"
+
+# After `make demo`: a live re-weight, a shadow, and a progressive rollout that rolls back on an injected
+# error rate, all under a steady load; ends back on the demo's 90/10 split.
+tour: install
+	$(BIN)/mlplatform traffic set churn v1=50 v2=50 --reason "tour: live re-weight"
+	$(BIN)/mlplatform load churn --rps 30 --seconds 4
+	$(BIN)/mlplatform traffic set churn v1=100 v2=0 --shadow v2 --reason "tour: shadow v2"
+	$(BIN)/mlplatform load churn --rps 30 --seconds 4
+	@echo "shadow as the router saw it:" && curl -s http://127.0.0.1:8000/v1/models/churn && echo
+	$(BIN)/mlplatform traffic set churn --no-shadow --fault v2=40 --reason "tour: inject a 40% error rate into v2"
+	@echo "rolling v2 out under load; it is expected to breach and roll back:"
+	@$(BIN)/mlplatform load churn --rps 40 --seconds 40 > /dev/null & \
+	  if $(BIN)/mlplatform submit rollout --config jobs/configs/rollout.yaml; then echo "rollout passed?!"; exit 1; fi; wait
+	$(BIN)/mlplatform traffic set churn v1=90 v2=10 --clear-faults --reason "tour: back to the demo split"
+	$(BIN)/mlplatform history churn --last 8
 
 down:
 	@if [ -x $(BIN)/mlplatform ]; then $(BIN)/mlplatform down; else echo "nothing to stop (no $(VENV))"; fi

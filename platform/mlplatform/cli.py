@@ -126,6 +126,12 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
             "faults     " + ("  ".join(f"v{v} {f.abort_percent:g}% → {f.status}" for v, f in p.faults.items()) or "-")
         )
         print(f"sticky     {app.args.sticky.model_dump(exclude_none=True) if app.args.sticky else '-'}")
+        details = admin.app(a.app)
+        print(f"status     {details.get('status')} {details.get('message') or ''}".rstrip())
+        for dep_name, dep in sorted((details.get("deployments") or {}).items()):
+            replicas = len(dep.get("replicas") or [])
+            message = (dep.get("message") or "").strip().splitlines()
+            print(f"  {dep_name:<24} {dep.get('status')}  {replicas} replica(s)  {message[0][:200] if message else ''}")
         return 0
     shadow: object = False
     if a.no_shadow:

@@ -281,7 +281,20 @@ def apply_policy(
         checked = parse_policy(policy, app.versions + add)
     except ValueError as exc:
         raise ConfigError(f"traffic change for {name!r} refused: {exc}") from None
-    before = admin.apply(_with_policy(app, checked, add))
+    if add:
+        # New versions come up with no traffic first: one that fails to load must not get any, and the
+        # config goes back to what served before so that Serve stops retrying it.
+        before = admin.apply(_with_policy(app, app.policy, add))
+        try:
+            admin.wait(name, before, timeout=wait_timeout)
+        except PlatformError as exc:
+            admin.wait(name, admin.apply(app.config), timeout=wait_timeout)
+            raise PlatformError(
+                f"version(s) {', '.join('v' + v for v in add)} of {app.args.model_name!r} failed to deploy, so "
+                f"{name!r} keeps its previous traffic: {exc}"
+            ) from None
+        app = served(admin, name)
+    before = admin.apply(_with_policy(app, checked, []))
     admin.wait(name, before, timeout=wait_timeout)
     if move_aliases:
         from mlplatform.registry import set_aliases

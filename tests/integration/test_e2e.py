@@ -311,6 +311,35 @@ def test_admin_http_route_changes_traffic_cluster_wide(served, platform_env):
     cli("traffic", "set", "churn", "v1=90", "v2=10", env=platform_env)
 
 
+def test_a_version_that_cannot_serve_gets_no_traffic(served, platform_env, monkeypatch):
+    import mlflow
+    import mlflow.xgboost
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+    from mlflow.models import infer_signature
+
+    state = load_state(Path(platform_env["MLPLATFORM_HOME"]))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", state.mlflow_url)
+    x = pd.DataFrame(np.random.default_rng(0).normal(size=(50, 3)), columns=["a", "b", "c"]).astype("float32")
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=(x["a"] > 0).astype(float)), 3)
+    mlflow.set_experiment("broken-versions")
+    with mlflow.start_run():
+        info = mlflow.xgboost.log_model(
+            booster,
+            name="model",
+            registered_model_name="churn",
+            signature=infer_signature(x, booster.inplace_predict(x.to_numpy())),
+        )
+    broken = str(info.registered_model_version)
+    out = cli("traffic", "set", "churn", "v1=80", "v2=10", f"v{broken}=10", env=platform_env, check=False)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"v{broken} of 'churn' failed to deploy" in out.stderr and "different features" in out.stderr
+    assert _weights() == {"1": 90.0, "2": 10.0}  # the rest keeps serving as before
+    assert requests.post(PREDICT, json={"instances": [instance(served)]}, timeout=10).status_code == 200
+    assert "RUNNING" in cli("traffic", "show", "churn", env=platform_env).stdout
+
+
 def test_promote_moves_traffic_and_the_champion_alias(served, platform_env):
     from mlflow import MlflowClient
 

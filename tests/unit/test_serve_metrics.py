@@ -49,3 +49,17 @@ def test_window_is_a_difference_of_snapshots():
     window = after.minus(before)
     assert (window.requests, window.errors, window.error_rate) == (50, 10, 0.2)
     assert window.latency_buckets == {5.0: 10, math.inf: 50}
+
+
+def test_grafana_dashboard_uses_the_metrics_the_router_records():
+    import json
+    import re
+
+    from mlplatform.serve import metrics
+
+    from tests.conftest import ROOT
+
+    text = json.dumps(json.loads((ROOT / "dashboards" / "grafana.json").read_text()))
+    used = set(re.findall(r"ray_(mlplatform_[a-z_]+?)(?:_total|_bucket)?\b", text))
+    recorded = {metrics.REQUESTS, metrics.LATENCY, metrics.SCORE, metrics.SHADOW, metrics.SHADOW_DIFF}
+    assert used and used <= recorded, used - recorded
