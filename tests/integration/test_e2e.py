@@ -334,7 +334,7 @@ def test_a_version_that_cannot_serve_gets_no_traffic(served, platform_env, monke
     broken = str(info.registered_model_version)
     out = cli("traffic", "set", "churn", "v1=80", "v2=10", f"v{broken}=10", env=platform_env, check=False)
     assert out.returncode == 1, out.stdout + out.stderr
-    assert f"v{broken} of 'churn' failed to deploy" in out.stderr and "different features" in out.stderr
+    assert f"v{broken} of 'churn' failed to deploy" in out.stderr and "takes 3 features" in out.stderr
     assert _weights() == {"1": 90.0, "2": 10.0}  # the rest keeps serving as before
     assert requests.post(PREDICT, json={"instances": [instance(served)]}, timeout=10).status_code == 200
     assert "RUNNING" in cli("traffic", "show", "churn", env=platform_env).stdout
