@@ -9,15 +9,20 @@ import os
 import subprocess
 
 from mlplatform.errors import RegistryError
-from mlplatform.settings import MLPLATFORM_GIT_COMMIT
+from mlplatform.settings import MLFLOW_TRACKING_URI, MLPLATFORM_GIT_COMMIT
 
 __all__ = ["client", "resolve_version", "model_uri", "model_features", "set_aliases", "git_commit"]
 
 
 def client(tracking_uri: str | None = None):
-    """An MlflowClient on `tracking_uri`, else $MLFLOW_TRACKING_URI."""
+    """An MlflowClient on `tracking_uri`, else $MLFLOW_TRACKING_URI, else the local platform's server."""
     from mlflow import MlflowClient
 
+    if not tracking_uri and not MLFLOW_TRACKING_URI.get():
+        from mlplatform.cluster import load_state
+
+        state = load_state()
+        tracking_uri = state.mlflow_url if state else None
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 

@@ -188,10 +188,23 @@ def served(admin: ServeAdmin, name: str) -> ServedApp:
         )
     args = AppArgs.model_validate(config.get("args") or {})
     if any(v.version is None for v in args.versions):
-        raise PlatformError(
-            f"application {name!r} names versions by alias in its deployed config; deploy it with mlplatform "
-            "(which pins aliases to versions) before changing its traffic"
-        )
+        # Deployed by `serve deploy` of a file naming aliases: pin them as the builder did, so the next
+        # change writes concrete versions (a rolling update of the router, once).
+        from mlplatform.registry import resolve_version
+
+        pinned = [
+            v.model_copy(
+                update={
+                    "version": resolve_version(args.model_name, alias=v.alias, tracking_uri=args.tracking_uri),
+                    "alias": None,
+                }
+            )
+            if v.version is None
+            else v
+            for v in args.versions
+        ]
+        args = args.model_copy(update={"versions": pinned})
+        config = {**config, "args": args.model_dump(mode="json", exclude_none=True)}
     router = f"{args.model_name}-router"
     override = next((d for d in config.get("deployments") or [] if d.get("name") == router), {})
     raw = override.get("user_config") or default_policy(args)

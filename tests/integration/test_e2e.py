@@ -357,6 +357,29 @@ def test_promote_moves_traffic_and_the_champion_alias(served, platform_env):
     assert _weights() == {"1": 90.0, "2": 10.0} and aliases["champion"] == "1"
 
 
+def test_plain_serve_deploy_of_the_config_file_and_then_traffic_changes(served, platform_env):
+    env = {**platform_env, "RAY_AUTH_MODE": "token"}
+    out = subprocess.run(
+        [str(BIN / "serve"), "deploy", "serve_configs/demo.yaml", "-a", "http://127.0.0.1:8265"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if "RUNNING" in cli("traffic", "show", "churn", env=platform_env, check=False).stdout:
+            break
+        time.sleep(1)
+    shown = cli("traffic", "show", "churn", env=platform_env).stdout
+    assert "v1=90%  v2=10%" in shown and "RUNNING" in shown  # aliases champion/challenger, resolved
+    cli("traffic", "set", "churn", "v1=80", "v2=20", env=platform_env)
+    assert _weights() == {"1": 80.0, "2": 20.0}
+    assert requests.post(PREDICT, json={"instances": [instance(served)]}, timeout=10).status_code == 200
+
+
 def test_down_leaves_no_process(platform_env, served):
     state = load_state(Path(platform_env["MLPLATFORM_HOME"]))
     cli("down", env=platform_env)
