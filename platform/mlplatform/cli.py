@@ -42,13 +42,13 @@ def _cmd_status(a: argparse.Namespace) -> int:
 def _cmd_submit(a: argparse.Namespace) -> int:
     from mlplatform.jobs import submit
 
-    return submit(a.job, a.config, a.address, wait=not a.no_wait)
+    return submit(a.job, a.config, a.address, wait=not a.no_wait, resume=a.resume)
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
     from mlplatform.jobs import run_local
 
-    return run_local(a.job, a.config)
+    return run_local(a.job, a.config, resume=a.resume)
 
 
 def _cmd_data(a: argparse.Namespace) -> int:
@@ -244,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name, help=text)
         s.add_argument("job", choices=jobs)
         s.add_argument("--config", required=True)
+        s.add_argument("--resume", action="store_true", help="train/pipeline: finish the latest interrupted search")
         if name == "submit":
             s.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
             s.add_argument("--no-wait", action="store_true", help="return once submitted")

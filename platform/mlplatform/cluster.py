@@ -166,6 +166,8 @@ def up(
         # Metrics reach the nodes' Prometheus endpoints every 2 s instead of 10 s, so that a rollout step's
         # window on a laptop is judged on the traffic of that step.
         "RAY_metrics_report_interval_ms": os.environ.get("RAY_metrics_report_interval_ms", "2000"),
+        # Job logs are not terminals: MLflow's download progress bars only add noise there.
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     if fast_serving:
         # Ray starts workers at niceness 15 (so the raylet stays responsive); replicas are the point here.

@@ -63,6 +63,7 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
     """Entrypoint of jobs/<job>.py. Returns the process exit code."""
     parser = argparse.ArgumentParser(prog=f"jobs/{job}.py")
     parser.add_argument("--config", required=True, help="YAML pipeline config")
+    parser.add_argument("--resume", action="store_true", help="train/pipeline: finish the interrupted search")
     args = parser.parse_args(argv)
     from mlplatform.pipeline import config_model
 
@@ -78,18 +79,18 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from mlplatform.pipeline import run_job
+    from mlplatform.pipeline import JobOptions, run_job
 
     _connect()
     try:
-        run_job(job, cfg)
+        run_job(job, cfg, JobOptions(resume=args.resume))
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def run_local(job: str, config: str) -> int:
+def run_local(job: str, config: str, *, resume: bool = False) -> int:
     """Run a job in this process on an embedded local Ray (`mlplatform run`); no `mlplatform up` needed.
 
     Jobs that record to MLflow use the local platform's server when it is up; otherwise a server is
@@ -112,7 +113,7 @@ def run_local(job: str, config: str) -> int:
         os.environ[MLFLOW_TRACKING_URI.name] = url
     ray.init(address="local", include_dashboard=False)
     try:
-        return job_main(job, ["--config", config])
+        return job_main(job, ["--config", config, *(["--resume"] if resume else [])])
     finally:
         if job in ("deploy", "pipeline"):
             print("note: this endpoint lives as long as the embedded Ray; `mlplatform submit` keeps it up")
@@ -132,7 +133,7 @@ def _address(address: str | None) -> str:
     return state.dashboard_url if state else "http://127.0.0.1:8265"
 
 
-def submit(job: str, config: str, address: str | None = None, *, wait: bool = True) -> int:
+def submit(job: str, config: str, address: str | None = None, *, wait: bool = True, resume: bool = False) -> int:
     """Submit jobs/<job>.py with `config` to the Ray Jobs API at `address`; stream logs; return exit code.
 
     Raises:
@@ -165,7 +166,7 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
             f"(and forward the dashboard port of a remote cluster). ({exc})"
         ) from None
     job_id = client.submit_job(
-        entrypoint=f"python jobs/{job}.py --config {rel.as_posix()}",
+        entrypoint=f"python jobs/{job}.py --config {rel.as_posix()}" + (" --resume" if resume else ""),
         submission_id=f"mlplatform-{job}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
         runtime_env={
             "working_dir": str(root),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -17,9 +18,26 @@ from mlplatform.config import PipelineConfig, RolloutJobConfig
 from mlplatform.errors import ConfigError, PlatformError
 from mlplatform.settings import platform_home
 
-__all__ = ["JOBS", "run_job", "config_model", "ingest_step", "train_step", "deploy_step", "pipeline", "rollout_step"]
+__all__ = [
+    "JOBS",
+    "JobOptions",
+    "run_job",
+    "config_model",
+    "ingest_step",
+    "train_step",
+    "deploy_step",
+    "pipeline",
+    "rollout_step",
+]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """Command-line options of a job beyond its config."""
+
+    resume: bool = False  # train/pipeline: finish the latest interrupted search of this config and dataset
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -29,7 +47,7 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(fmt.format(*r) for r in [cells[0], ["-" * w for w in widths], *cells[1:]])
 
 
-def ingest_step(cfg: PipelineConfig):
+def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
     from mlplatform.data.ingest import ingest
 
     started = time.time()
@@ -51,19 +69,31 @@ def ingest_step(cfg: PipelineConfig):
     return version
 
 
-def train_step(cfg: PipelineConfig, dataset=None):
-    from mlplatform.data.ingest import ingest
+def train_step(cfg: PipelineConfig, opts: JobOptions = JobOptions(), dataset=None):
+    from mlplatform.data.ingest import ingest, load_version
     from mlplatform.train.register import config_hash, log_and_register
-    from mlplatform.train.search import METRIC, load_training_data, search
+    from mlplatform.train.search import METRIC, experiment_name, latest_experiment, load_training_data, search
 
     if cfg.train is None:
         raise ConfigError("the config has no `train` section")
-    dataset = dataset or ingest(cfg.data)
+    if dataset is None:
+        dataset = load_version(cfg.train.dataset) if cfg.train.dataset else ingest(cfg.data)
     started = time.time()
     data = load_training_data(dataset)
     storage = cfg.train.storage_path or str(platform_home() / "tune")
-    outcomes = search(cfg.train, data, storage_path=storage, name=f"{cfg.train.experiment}-{int(started)}")
-    registered = log_and_register(cfg.train, outcomes, data, dataset, pipeline_config_hash=config_hash(cfg))
+    prefix = experiment_name(cfg.train, dataset, config_hash(cfg.train))
+    if opts.resume:
+        name = latest_experiment(storage, prefix)
+        if name is None:
+            raise PlatformError(
+                f"--resume: no earlier search of this train config on dataset {dataset.version} under {storage} "
+                f"(looked for {prefix}-*)"
+            )
+        print(f"resuming search {name}")
+    else:
+        name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    outcomes = search(cfg.train, data, storage_path=storage, name=name, resume=opts.resume)
+    registered, decision = log_and_register(cfg.train, outcomes, data, dataset, pipeline_config_hash=config_hash(cfg))
     rows = [
         [
             o.trial_id,
@@ -78,18 +108,19 @@ def train_step(cfg: PipelineConfig, dataset=None):
         ]
         for o in outcomes
     ]
-    print(f"\n== train: {len(outcomes)} trials (ASHA stops weak ones early)")
+    print(f"\n== train: {len(outcomes)} trials ({cfg.train.search_alg} search, {cfg.train.scheduler} scheduler)")
     print(_table(rows, ["trial", "rounds", METRIC, "params", "error"]))
     for r in registered:
         print(
             f"registered {r.name} version {r.version} {METRIC}={r.metrics.get(METRIC, float('nan')):.4f}"
             f"{' aliases=' + ','.join(r.aliases) if r.aliases else ''}"
         )
+    print(f"gate for v{registered[0].version} {decision.summary()}")
     print(f"  ({time.time() - started:.1f}s)")
     return registered
 
 
-def deploy_step(cfg: PipelineConfig):
+def deploy_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
     from mlplatform.deploy import deploy
 
     if cfg.deploy is None:
@@ -102,16 +133,16 @@ def deploy_step(cfg: PipelineConfig):
     return d
 
 
-def pipeline(cfg: PipelineConfig):
+def pipeline(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
     dataset = ingest_step(cfg)
     if cfg.train is not None:
-        train_step(cfg, dataset)
+        train_step(cfg, opts, dataset)
     if cfg.deploy is not None:
         return deploy_step(cfg)
     return dataset
 
 
-def rollout_step(cfg: RolloutJobConfig):
+def rollout_step(cfg: RolloutJobConfig, opts: JobOptions = JobOptions()):
     from mlplatform.rollout import cluster_stats, run_rollout
     from mlplatform.traffic import ServeAdmin, served
 
@@ -162,7 +193,7 @@ def config_model(job: str) -> type[BaseModel]:
     return JOBS[job][0]
 
 
-def run_job(name: str, cfg: Any) -> Any:
+def run_job(name: str, cfg: Any, opts: JobOptions = JobOptions()) -> Any:
     """Run one job on the Ray cluster this process is (or will be) connected to."""
     import ray
 
@@ -170,7 +201,7 @@ def run_job(name: str, cfg: Any) -> Any:
     if not ray.is_initialized():
         ray.init()  # inside `ray job submit` this joins the job's cluster; alone it starts a local one
     _quiet_ray_data()
-    return JOBS[name][1](cfg)
+    return JOBS[name][1](cfg, opts)
 
 
 def _quiet_ray_data() -> None:

@@ -20,9 +20,10 @@ from mlplatform.data.ingest import DatasetVersion
 from mlplatform.errors import PlatformError
 from mlplatform.registry import git_commit, set_aliases
 from mlplatform.settings import MLPLATFORM_SUBMITTED_BY
+from mlplatform.train.gate import CHALLENGER, CHAMPION, Decision, Evaluation, decide, evaluate
 from mlplatform.train.search import METRIC, MODEL_FILE, TrainingData, TrialOutcome
 
-__all__ = ["RegisteredVersion", "config_hash", "log_and_register"]
+__all__ = ["RegisteredVersion", "config_hash", "log_and_register", "gate_and_alias"]
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,12 @@ def log_and_register(
     dataset: DatasetVersion,
     *,
     pipeline_config_hash: str,
-) -> list[RegisteredVersion]:
-    """Log the search to MLflow and register the best `cfg.register_top` trials as model versions."""
+) -> tuple[list[RegisteredVersion], Decision]:
+    """Log the search to MLflow, register the best `cfg.register_top` trials, and run the promotion gate.
+
+    Returns:
+        The registered versions (best first, with the aliases the gate gave them) and the gate's decision.
+    """
     import mlflow
     import mlflow.xgboost
     import xgboost as xgb
@@ -108,6 +113,7 @@ def log_and_register(
                     mlflow.set_tag("error", o.error[:5000])
                 child_runs[o.trial_id] = child.info.run_id
 
+        boosters = {}
         for rank, o in enumerate(ok[: cfg.register_top]):
             booster = xgb.Booster()
             booster.load_model(os.path.join(o.checkpoint_dir, MODEL_FILE))
@@ -122,6 +128,8 @@ def log_and_register(
                     input_example=example.head(2),
                     registered_model_name=cfg.model_name,
                 )
+                _log_importance(booster)
+                mlflow.log_dict(o.config, "resolved_params.json")
             version = str(info.registered_model_version)
             client = mlflow.MlflowClient()
             metrics = {k: v for k, v in _numeric(o.metrics).items() if k.startswith("val_")}
@@ -132,8 +140,119 @@ def log_and_register(
                 **{f"mlplatform.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
             }.items():
                 client.set_model_version_tag(cfg.model_name, version, k, str(v))
-            aliases = (cfg.aliases[rank],) if rank < len(cfg.aliases) else ()
-            set_aliases(cfg.model_name, {a: version for a in aliases})
-            registered.append(RegisteredVersion(cfg.model_name, version, child_runs[o.trial_id], metrics, aliases))
+            boosters[version] = booster
+            registered.append(RegisteredVersion(cfg.model_name, version, child_runs[o.trial_id], metrics, ()))
         mlflow.set_tag("mlplatform.registered_versions", ",".join(r.version for r in registered))
-    return registered
+        decision, moves = gate_and_alias(cfg, registered, boosters, data)
+        mlflow.log_metrics({f"gate_candidate_{k}": float(v) for k, v in decision.candidate.as_dict().items()})
+        mlflow.set_tag("mlplatform.gate", decision.summary()[:5000])
+    registered = [
+        RegisteredVersion(r.name, r.version, r.run_id, r.metrics, tuple(a for a, v in moves.items() if v == r.version))
+        for r in registered
+    ]
+    return registered, decision
+
+
+def _log_importance(booster: Any) -> None:
+    """Feature importance (gain) as a table and a bar chart in the current run."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on cluster nodes
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    gain = booster.get_score(importance_type="gain")
+    if not gain:
+        return
+    mlflow.log_dict({k: float(v) for k, v in sorted(gain.items(), key=lambda kv: -kv[1])}, "feature_importance.json")
+    names, values = zip(*sorted(gain.items(), key=lambda kv: kv[1]), strict=True)
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(names) + 1))
+    ax.barh(names, values)
+    ax.set_xlabel("gain")
+    ax.set_title("feature importance")
+    fig.tight_layout()
+    mlflow.log_figure(fig, "feature_importance.png")
+    plt.close(fig)
+
+
+def _record(client: Any, name: str, version: str, decision: Decision) -> None:
+    tags = {
+        "mlplatform.gate.decision": decision.alias or "refused",
+        "mlplatform.gate.reasons": "; ".join(decision.reasons),
+        "mlplatform.gate.candidate": json.dumps(decision.candidate.as_dict()),
+    }
+    if decision.champion is not None:
+        tags["mlplatform.gate.champion"] = json.dumps(
+            {"version": decision.champion_version, **decision.champion.as_dict()}
+        )
+    for k, v in tags.items():
+        client.set_model_version_tag(name, version, k, v[:5000])
+    client.update_model_version(name, version, description=f"gate {decision.summary()}"[:5000])
+
+
+def gate_and_alias(
+    cfg: TrainConfig, registered: list[RegisteredVersion], boosters: dict[str, Any], data: TrainingData
+) -> tuple[Decision, dict[str, str]]:
+    """Judge the best new version against the champion on the held-out split; move aliases accordingly.
+
+    With no champion, a best version that meets the absolute thresholds becomes champion, and the
+    runner-up (when one was registered and meets them too) becomes challenger, so that a first
+    deployment can already split traffic between the two. The decision and its numbers are recorded on
+    the version (tags and description).
+
+    Returns:
+        (the decision on the best version, the aliases set: alias → version).
+    """
+    from mlflow.exceptions import MlflowException
+
+    from mlplatform.registry import client as registry_client
+    from mlplatform.registry import model_uri
+    from mlplatform.serve.model import load_booster
+
+    client = registry_client()
+    try:
+        current = {a: str(v) for a, v in client.get_registered_model(cfg.model_name).aliases.items()}
+    except MlflowException:
+        current = {}
+    best = registered[0]
+
+    def measure(booster: Any) -> Evaluation:
+        return evaluate(booster, data.x_val, data.y_val, batch_rows=cfg.gate.latency_batch_rows)
+
+    candidate = measure(boosters[best.version])
+    champion_version = current.get(CHAMPION)
+    if champion_version and champion_version != best.version:
+        champion = load_booster(model_uri(cfg.model_name, champion_version), None)
+        if list(champion.feature_names or []) != list(data.features):
+            decision = Decision(
+                None,
+                [
+                    f"champion v{champion_version} takes other features {champion.feature_names}, so it cannot be "
+                    f"compared on this dataset; promote by hand if the change is intended"
+                ],
+                candidate,
+                None,
+                champion_version,
+            )
+        else:
+            decision = decide(candidate, measure(champion), cfg.gate, champion_version)
+    else:
+        decision = decide(candidate, None, cfg.gate)
+    _record(client, cfg.model_name, best.version, decision)
+
+    moves: dict[str, str] = {}
+    if decision.alias == CHAMPION:
+        moves[CHAMPION] = best.version
+        if len(registered) > 1:
+            runner = registered[1]
+            runner_decision = decide(measure(boosters[runner.version]), None, cfg.gate)
+            if runner_decision.passed:
+                moves[CHALLENGER] = runner.version
+                runner_decision = Decision(
+                    CHALLENGER, [*runner_decision.reasons, "runner-up of the first champion"], runner_decision.candidate
+                )
+            _record(client, cfg.model_name, runner.version, runner_decision)
+    elif decision.alias == CHALLENGER:
+        moves[CHALLENGER] = best.version
+    set_aliases(cfg.model_name, moves)
+    return decision, moves

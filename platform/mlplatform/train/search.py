@@ -18,9 +18,18 @@ import pandas as pd
 
 from mlplatform.config import ParamSpec, TrainConfig
 from mlplatform.data.ingest import DatasetVersion
-from mlplatform.errors import DataContractError
+from mlplatform.errors import ConfigError, DataContractError, PlatformError
 
-__all__ = ["TrainingData", "TrialOutcome", "load_training_data", "search", "to_tune_space"]
+__all__ = [
+    "TrainingData",
+    "TrialOutcome",
+    "load_training_data",
+    "search",
+    "to_tune_space",
+    "check_resources",
+    "experiment_name",
+    "latest_experiment",
+]
 
 METRIC = "val_auc"
 MODEL_FILE = "model.ubj"
@@ -65,12 +74,16 @@ def load_training_data(dataset: DatasetVersion) -> TrainingData:
     return TrainingData(dataset.features, x[~val], y[~val], x[val], y[val])
 
 
-def to_tune_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
+def to_tune_space(space: dict[str, ParamSpec], *, grid: bool = False) -> dict[str, Any]:
+    """Tune's search space; with `grid`, every choice/randint dimension becomes a grid axis."""
     from ray import tune
 
     out: dict[str, Any] = {}
     for name, p in space.items():
-        if p.type == "uniform":
+        if grid:
+            values = p.values if p.type == "choice" else list(range(int(p.low), int(p.high)))
+            out[name] = tune.grid_search(values)
+        elif p.type == "uniform":
             out[name] = tune.uniform(p.low, p.high)
         elif p.type == "loguniform":
             out[name] = tune.loguniform(p.low, p.high)
@@ -84,6 +97,11 @@ def to_tune_space(space: dict[str, ParamSpec]) -> dict[str, Any]:
 
 
 def _trainable(config: dict[str, Any], data_ref: Any, num_boost_round: int, report_every: int, nthread: int) -> None:
+    """One trial: xgboost.train on the whole table in this process, resuming from the trial's checkpoint.
+
+    A retried trial (FailureConfig) and a PBT exploit both arrive with a checkpoint: training continues
+    from its booster for the remaining rounds instead of starting over.
+    """
     import ray
     import xgboost as xgb
     from ray import tune
@@ -93,9 +111,18 @@ def _trainable(config: dict[str, Any], data_ref: Any, num_boost_round: int, repo
     dval = xgb.DMatrix(data.x_val, label=data.y_val, feature_names=data.features)
     params = {**config, "eval_metric": ["logloss", "auc"], "nthread": nthread}
 
+    start, booster = 0, None
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            booster = xgb.Booster(model_file=os.path.join(folder, MODEL_FILE))
+        start = booster.num_boosted_rounds()
+    if start >= num_boost_round:
+        return
+
     class Report(xgb.callback.TrainingCallback):
         def after_iteration(self, model, epoch, evals_log):
-            rnd = epoch + 1
+            rnd = start + epoch + 1
             if rnd % report_every and rnd != num_boost_round:
                 return False
             metrics = {
@@ -112,50 +139,127 @@ def _trainable(config: dict[str, Any], data_ref: Any, num_boost_round: int, repo
     xgb.train(
         params,
         dtrain,
-        num_boost_round,
+        num_boost_round - start,
         evals=[(dtrain, "train"), (dval, "val")],
         verbose_eval=False,
+        xgb_model=booster,
         callbacks=[Report()],
     )
 
 
+def check_resources(cfg: TrainConfig) -> None:
+    """Fail fast when no node of the cluster could ever run a trial (Tune would wait forever)."""
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    largest = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
+    if cfg.cpus_per_trial > largest:
+        raise PlatformError(
+            f"cpus_per_trial {cfg.cpus_per_trial:g} exceeds the largest node's {largest:g} CPUs, so no trial could "
+            f"start; lower train.cpus_per_trial or add bigger nodes"
+        )
+
+
+def _search_alg(cfg: TrainConfig) -> Any:
+    from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
+
+    if cfg.search_alg == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        return ConcurrencyLimiter(OptunaSearch(metric=METRIC, mode="max", seed=cfg.seed), cfg.max_concurrent_trials)
+    # The limit goes to the generator itself: Tune ignores TuneConfig.max_concurrent_trials when given a
+    # search_alg instance (it wants a Searcher), and then runs every trial at once.
+    return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
+
+
+def _scheduler(cfg: TrainConfig) -> Any:
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining
+
+    if cfg.scheduler == "asha":
+        return ASHAScheduler(
+            time_attr="round",
+            max_t=cfg.num_boost_round,
+            grace_period=min(cfg.report_every, cfg.num_boost_round),
+            reduction_factor=2,
+        )
+    if cfg.scheduler == "pbt":
+        mutations = {
+            name: space
+            for name, space in to_tune_space(cfg.search_space).items()
+            if cfg.search_space[name].type in ("uniform", "loguniform", "quniform")
+        }
+        if not mutations:
+            raise ConfigError("train.scheduler pbt needs a uniform, loguniform or quniform search dimension to mutate")
+        return PopulationBasedTraining(
+            time_attr="round", perturbation_interval=cfg.report_every, hyperparam_mutations=mutations, seed=cfg.seed
+        )
+    return FIFOScheduler()
+
+
 def search(
-    cfg: TrainConfig, data: TrainingData, *, storage_path: str | None = None, name: str | None = None
+    cfg: TrainConfig,
+    data: TrainingData,
+    *,
+    storage_path: str,
+    name: str,
+    resume: bool = False,
 ) -> list[TrialOutcome]:
-    """Run the search on the current Ray cluster; outcomes sorted best first (errored trials last)."""
+    """Run (or with `resume`, finish) the search on the current Ray cluster; outcomes best first.
+
+    Args:
+        cfg: the search.
+        data: the training table, split.
+        storage_path: where Tune keeps experiment state and checkpoints.
+        name: the experiment folder under `storage_path`; with `resume`, the one to restore.
+        resume: restore an interrupted experiment with ``Tuner.restore``: unfinished and errored trials
+            continue from their checkpoints, finished ones are kept as they are.
+
+    Raises:
+        PlatformError: nothing to resume at `storage_path/name`, or no node can run a trial.
+    """
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search import BasicVariantGenerator
 
+    check_resources(cfg)
     data_ref = ray.put(data)
-    trainable = tune.with_parameters(
-        _trainable,
-        data_ref=data_ref,
-        num_boost_round=cfg.num_boost_round,
-        report_every=cfg.report_every,
-        nthread=max(1, math.ceil(cfg.cpus_per_trial)),
-    )
-    scheduler = ASHAScheduler(
-        time_attr="round",
-        max_t=cfg.num_boost_round,
-        grace_period=min(cfg.report_every, cfg.num_boost_round),
-        reduction_factor=2,
-    )
-    tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": cfg.cpus_per_trial}),
-        param_space={**cfg.params, "seed": cfg.seed, **to_tune_space(cfg.search_space)},
-        tune_config=tune.TuneConfig(
-            metric=METRIC,
-            mode="max",
-            num_samples=cfg.num_samples,
-            scheduler=scheduler,
-            # The limit goes to the generator itself: Tune ignores TuneConfig.max_concurrent_trials when
-            # given a search_alg instance (it wants a Searcher), and then runs every trial at once.
-            search_alg=BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials),
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _trainable,
+            data_ref=data_ref,
+            num_boost_round=cfg.num_boost_round,
+            report_every=cfg.report_every,
+            nthread=max(1, math.ceil(cfg.cpus_per_trial)),
         ),
-        run_config=tune.RunConfig(name=name, storage_path=storage_path, verbose=1),
+        {"cpu": cfg.cpus_per_trial},
     )
+    path = os.path.join(storage_path, name)
+    if resume:
+        if not tune.Tuner.can_restore(path):
+            raise PlatformError(f"nothing to resume at {path}: no Tune experiment state there")
+        tuner = tune.Tuner.restore(path, trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={
+                **cfg.params,
+                "seed": cfg.seed,
+                **to_tune_space(cfg.search_space, grid=cfg.search_alg == "grid"),
+            },
+            tune_config=tune.TuneConfig(
+                metric=METRIC,
+                mode="max",
+                num_samples=cfg.num_samples,
+                scheduler=_scheduler(cfg),
+                search_alg=_search_alg(cfg),
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=storage_path,
+                verbose=1,
+                failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            ),
+        )
     grid = tuner.fit()
     outcomes = []
     for result in grid:
@@ -174,3 +278,25 @@ def search(
         )
     outcomes.sort(key=lambda o: (o.error is not None, -float(o.metrics.get(METRIC, -math.inf))))
     return outcomes
+
+
+def experiment_name(cfg: TrainConfig, dataset: DatasetVersion, config_hash: str) -> str:
+    """The folder prefix of a search: same config on the same dataset version, same prefix."""
+    return f"{cfg.experiment}-{dataset.version[:8]}-{config_hash[:8]}"
+
+
+def latest_experiment(storage_path: str, prefix: str) -> str | None:
+    """The newest experiment folder named `prefix`-<time> under `storage_path` (local or a URI), if any."""
+    import pyarrow.fs as pafs
+
+    try:
+        fs, root = (
+            pafs.FileSystem.from_uri(storage_path) if "://" in storage_path else (pafs.LocalFileSystem(), storage_path)
+        )
+        infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    except (OSError, ValueError):
+        return None
+    found = sorted(
+        i.base_name for i in infos if i.type == pafs.FileType.Directory and i.base_name.startswith(prefix + "-")
+    )
+    return found[-1] if found else None
