@@ -96,6 +96,35 @@ def test_gate_makes_a_first_champion_then_a_challenger_then_refuses(trained):
     assert version.description.startswith("gate → refused")
 
 
+@pytest.mark.parametrize(
+    "search",
+    [
+        {"search_alg": "optuna", "scheduler": "asha", "num_samples": 4},
+        {"search_alg": "random", "scheduler": "pbt", "num_samples": 3},
+        {
+            "search_alg": "grid",
+            "scheduler": "fifo",
+            "num_samples": 1,
+            "search_space": {
+                "max_depth": {"type": "choice", "values": [2, 3]},
+                "min_child_weight": {"type": "randint", "low": 1, "high": 3},
+            },
+        },
+    ],
+    ids=["optuna-asha", "random-pbt", "grid-fifo"],
+)
+def test_every_search_algorithm_and_scheduler_runs(trained, search):
+    env, written = trained
+    train = {"num_boost_round": 40, "report_every": 10, "register_top": 1, "gate": {"min_auc": 0.5}, **search}
+    config = write_config(f"search_{search['search_alg']}", Path(env["MLPLATFORM_HOME"]), **train)
+    written.append(config)
+    out = cli("submit", "train", "--config", str(config), env=env).stdout
+    table = out.split("== train:", 1)[1]
+    expected = 4 if search["search_alg"] == "grid" else search["num_samples"]
+    assert f"{expected} trials ({search['search_alg']} search, {search['scheduler']} scheduler)" in table
+    assert "registered gated version" in out
+
+
 def _trial_rounds(experiment: Path) -> dict[str, int]:
     """trial folder → the last round it reported (from Tune's result.json files)."""
     out = {}

@@ -191,7 +191,7 @@ def _scheduler(cfg: TrainConfig) -> Any:
         if not mutations:
             raise ConfigError("train.scheduler pbt needs a uniform, loguniform or quniform search dimension to mutate")
         return PopulationBasedTraining(
-            time_attr="round", perturbation_interval=cfg.report_every, hyperparam_mutations=mutations, seed=cfg.seed
+            time_attr="round", perturbation_interval=cfg.report_every, hyperparam_mutations=mutations
         )
     return FIFOScheduler()
 
