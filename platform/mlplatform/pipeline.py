@@ -72,14 +72,25 @@ def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
 def train_step(cfg: PipelineConfig, opts: JobOptions = JobOptions(), dataset=None):
     from mlplatform.data.ingest import ingest, load_version
     from mlplatform.train.register import config_hash, log_and_register
-    from mlplatform.train.search import METRIC, experiment_name, latest_experiment, load_training_data, search
+    from mlplatform.train.search import (
+        METRIC,
+        experiment_name,
+        latest_experiment,
+        load_training_data,
+        resolve_mode,
+        search,
+    )
 
     if cfg.train is None:
         raise ConfigError("the config has no `train` section")
     if dataset is None:
         dataset = load_version(cfg.train.dataset) if cfg.train.dataset else ingest(cfg.data)
     started = time.time()
-    data = load_training_data(dataset)
+    mode = resolve_mode(cfg.train, int(dataset.manifest["rows"]))
+    # Data-parallel trials read the table in their workers; the driver keeps held-out rows for the gate.
+    data = load_training_data(
+        dataset, validation_only=mode == "data_parallel", max_rows=None if mode == "per_trial" else 500_000
+    )
     storage = cfg.train.storage_path or str(platform_home() / "tune")
     prefix = experiment_name(cfg.train, dataset, config_hash(cfg.train))
     if opts.resume:
@@ -92,7 +103,7 @@ def train_step(cfg: PipelineConfig, opts: JobOptions = JobOptions(), dataset=Non
         print(f"resuming search {name}")
     else:
         name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
-    outcomes = search(cfg.train, data, storage_path=storage, name=name, resume=opts.resume)
+    outcomes = search(cfg.train, data, storage_path=storage, name=name, resume=opts.resume, mode=mode, dataset=dataset)
     registered, decision = log_and_register(cfg.train, outcomes, data, dataset, pipeline_config_hash=config_hash(cfg))
     rows = [
         [
@@ -108,7 +119,10 @@ def train_step(cfg: PipelineConfig, opts: JobOptions = JobOptions(), dataset=Non
         ]
         for o in outcomes
     ]
-    print(f"\n== train: {len(outcomes)} trials ({cfg.train.search_alg} search, {cfg.train.scheduler} scheduler)")
+    print(
+        f"\n== train: {len(outcomes)} trials ({cfg.train.search_alg} search, {cfg.train.scheduler} scheduler, "
+        f"{mode.replace('_', '-')})"
+    )
     print(_table(rows, ["trial", "rounds", METRIC, "params", "error"]))
     for r in registered:
         print(

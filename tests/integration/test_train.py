@@ -121,7 +121,7 @@ def test_every_search_algorithm_and_scheduler_runs(trained, search):
     out = cli("submit", "train", "--config", str(config), env=env).stdout
     table = out.split("== train:", 1)[1]
     expected = 4 if search["search_alg"] == "grid" else search["num_samples"]
-    assert f"{expected} trials ({search['search_alg']} search, {search['scheduler']} scheduler)" in table
+    assert f"{expected} trials ({search['search_alg']} search, {search['scheduler']} scheduler, per-trial)" in table
     assert "registered gated version" in out
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "search",
     "to_tune_space",
     "check_resources",
+    "resolve_mode",
     "experiment_name",
     "latest_experiment",
 ]
@@ -57,21 +58,48 @@ class TrialOutcome:
     error: str | None = None
 
 
-def load_training_data(dataset: DatasetVersion) -> TrainingData:
-    """Read the version's table with Ray Data and split it by a hash of the key (stable across runs)."""
+def load_training_data(
+    dataset: DatasetVersion, *, validation_only: bool = False, max_rows: int | None = None
+) -> TrainingData:
+    """Read the version's table with Ray Data and split it by a hash of the key (stable across runs).
+
+    Args:
+        dataset: the dataset version.
+        validation_only: keep only held-out rows (data-parallel mode: training rows stay in the workers).
+        max_rows: read at most this many rows (after the split).
+    """
     import ray.data
 
-    df = ray.data.read_parquet(dataset.table_path).to_pandas()
+    from mlplatform.train.parallel import split_frame
+
+    fraction = float(dataset.manifest.get("validation_fraction", 0.2))
+    ds = ray.data.read_parquet(dataset.table_path)
+    if validation_only:
+        ds = ds.map_batches(
+            split_frame, batch_format="pandas", fn_kwargs={"key": dataset.key, "fraction": fraction, "validation": True}
+        )
+    if max_rows is not None:
+        ds = ds.limit(max_rows)
+    df = ds.to_pandas()
     if df.empty:
         raise DataContractError(f"dataset {dataset.path} has no rows")
     classes = sorted(df[dataset.label].unique().tolist())
     if len(classes) != 2:
         raise DataContractError(f"label {dataset.label!r} must have two classes, found {classes}")
-    bucket = pd.util.hash_pandas_object(df[dataset.key], index=False).to_numpy() % 1000
-    val = bucket < int(dataset.manifest.get("validation_fraction", 0.2) * 1000)
     x = df[dataset.features].to_numpy(dtype=np.float32)
     y = df[dataset.label].to_numpy(dtype=np.float32)
+    if validation_only:
+        return TrainingData(dataset.features, x[:0], y[:0], x, y)
+    bucket = pd.util.hash_pandas_object(df[dataset.key], index=False).to_numpy() % 1000
+    val = bucket < int(fraction * 1000)
     return TrainingData(dataset.features, x[~val], y[~val], x[val], y[val])
+
+
+def resolve_mode(cfg: TrainConfig, rows: int) -> str:
+    """per_trial or data_parallel: the config's choice, or by table size in auto mode."""
+    if cfg.mode != "auto":
+        return cfg.mode
+    return "data_parallel" if rows > cfg.max_rows_per_trial else "per_trial"
 
 
 def to_tune_space(space: dict[str, ParamSpec], *, grid: bool = False) -> dict[str, Any]:
@@ -147,16 +175,23 @@ def _trainable(config: dict[str, Any], data_ref: Any, num_boost_round: int, repo
     )
 
 
-def check_resources(cfg: TrainConfig) -> None:
-    """Fail fast when no node of the cluster could ever run a trial (Tune would wait forever)."""
+def check_resources(cfg: TrainConfig, mode: str = "per_trial") -> None:
+    """Fail fast when the cluster could never run a trial (Tune would wait forever)."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     largest = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
+    total = sum(n["Resources"].get("CPU", 0.0) for n in nodes)
+    what = "per worker" if mode == "data_parallel" else ""
     if cfg.cpus_per_trial > largest:
         raise PlatformError(
-            f"cpus_per_trial {cfg.cpus_per_trial:g} exceeds the largest node's {largest:g} CPUs, so no trial could "
-            f"start; lower train.cpus_per_trial or add bigger nodes"
+            f"cpus_per_trial {cfg.cpus_per_trial:g}{' ' + what if what else ''} exceeds the largest node's "
+            f"{largest:g} CPUs, so no trial could start; lower train.cpus_per_trial or add bigger nodes"
+        )
+    if mode == "data_parallel" and cfg.num_workers * cfg.cpus_per_trial > total:
+        raise PlatformError(
+            f"a data-parallel trial needs {cfg.num_workers} workers × {cfg.cpus_per_trial:g} CPUs, but the cluster has "
+            f"{total:g}; lower train.num_workers or train.cpus_per_trial"
         )
 
 
@@ -203,6 +238,8 @@ def search(
     storage_path: str,
     name: str,
     resume: bool = False,
+    mode: str = "per_trial",
+    dataset: DatasetVersion | None = None,
 ) -> list[TrialOutcome]:
     """Run (or with `resume`, finish) the search on the current Ray cluster; outcomes best first.
 
@@ -213,6 +250,9 @@ def search(
         name: the experiment folder under `storage_path`; with `resume`, the one to restore.
         resume: restore an interrupted experiment with ``Tuner.restore``: unfinished and errored trials
             continue from their checkpoints, finished ones are kept as they are.
+        mode: ``per_trial`` (train on `data` in one process per trial) or ``data_parallel`` (each trial a
+            Ray Train fit over `dataset`'s table; `data` then only holds held-out rows).
+        dataset: the dataset version (data-parallel mode).
 
     Raises:
         PlatformError: nothing to resume at `storage_path/name`, or no node can run a trial.
@@ -220,18 +260,41 @@ def search(
     import ray
     from ray import tune
 
-    check_resources(cfg)
-    data_ref = ray.put(data)
-    trainable = tune.with_resources(
-        tune.with_parameters(
-            _trainable,
-            data_ref=data_ref,
-            num_boost_round=cfg.num_boost_round,
-            report_every=cfg.report_every,
-            nthread=max(1, math.ceil(cfg.cpus_per_trial)),
-        ),
-        {"cpu": cfg.cpus_per_trial},
-    )
+    check_resources(cfg, mode)
+    if mode == "data_parallel":
+        from mlplatform.train.parallel import dp_trial
+
+        assert dataset is not None, "data-parallel mode needs the dataset version"
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                dp_trial,
+                table_path=dataset.table_path,
+                key=dataset.key,
+                label=dataset.label,
+                features=dataset.features,
+                validation_fraction=float(dataset.manifest.get("validation_fraction", 0.2)),
+                num_workers=cfg.num_workers,
+                cpus_per_worker=cfg.cpus_per_trial,
+                num_boost_round=cfg.num_boost_round,
+                report_every=cfg.report_every,
+                storage_path=storage_path,
+                max_failures=cfg.max_failures,
+            ),
+            # The trial only drives the fit and holds no CPU: a fraction of one would leave less than a whole
+            # CPU for Ray Data's reads, which then wait forever (Tune refuses an empty request, hence memory).
+            {"cpu": 0, "memory": 64 * 1024 * 1024},
+        )
+    else:
+        trainable = tune.with_resources(
+            tune.with_parameters(
+                _trainable,
+                data_ref=ray.put(data),
+                num_boost_round=cfg.num_boost_round,
+                report_every=cfg.report_every,
+                nthread=max(1, math.ceil(cfg.cpus_per_trial)),
+            ),
+            {"cpu": cfg.cpus_per_trial},
+        )
     path = os.path.join(storage_path, name)
     if resume:
         if not tune.Tuner.can_restore(path):
@@ -272,7 +335,8 @@ def search(
                 config=dict(result.config or {}),
                 metrics=metrics,
                 history=history,
-                checkpoint_dir=result.checkpoint.path if result.checkpoint else None,
+                # Data-parallel trials keep their checkpoints in the Train run and report the path.
+                checkpoint_dir=result.checkpoint.path if result.checkpoint else metrics.get("checkpoint_path"),
                 error=repr(result.error) if result.error else None,
             )
         )
