@@ -20,6 +20,9 @@ __all__ = ["dp_trial", "split_frame", "CHECKPOINT_PATH_KEY"]
 
 #: CPUs of each Ray Data read/split task feeding the workers.
 DATA_CPUS = 0.25
+#: CPUs that must stay free of workers for Ray Data to stream the shards at all (its file listing asks for
+#: a whole one, and it budgets only what the workers leave).
+DATA_RESERVE_CPUS = 1.0
 
 #: Where `TuneReportCallback` puts the path of a Train checkpoint in the Tune trial's metrics.
 CHECKPOINT_PATH_KEY = "checkpoint_path"
@@ -115,7 +118,7 @@ def dp_trial(
     # Reads and splits ask for a quarter CPU: the workers hold whole CPUs' worth, and tasks asking for a
     # whole one could wait forever for the fraction left over (measured: a 10-minute hang on 2 CPUs).
     ray.data.DataContext.get_current().enable_progress_bars = False  # a progress table per shard floods job logs
-    table = ray.data.read_parquet(table_path, ray_remote_args={"num_cpus": DATA_CPUS})
+    table = ray.data.read_parquet(table_path, num_cpus=DATA_CPUS)
     kwargs = {"key": key, "fraction": validation_fraction}
     datasets = {
         name: table.map_batches(

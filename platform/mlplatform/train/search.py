@@ -188,11 +188,17 @@ def check_resources(cfg: TrainConfig, mode: str = "per_trial") -> None:
             f"cpus_per_trial {cfg.cpus_per_trial:g}{' ' + what if what else ''} exceeds the largest node's "
             f"{largest:g} CPUs, so no trial could start; lower train.cpus_per_trial or add bigger nodes"
         )
-    if mode == "data_parallel" and cfg.num_workers * cfg.cpus_per_trial > total:
-        raise PlatformError(
-            f"a data-parallel trial needs {cfg.num_workers} workers × {cfg.cpus_per_trial:g} CPUs, but the cluster has "
-            f"{total:g}; lower train.num_workers or train.cpus_per_trial"
-        )
+    if mode == "data_parallel":
+        from mlplatform.train.parallel import DATA_RESERVE_CPUS
+
+        # The workers' shards stream from Ray Data, which excludes the workers' CPUs from its budget and
+        # needs a whole CPU of what is left (its file listing asks for one); less and the fit hangs forever.
+        if cfg.num_workers * cfg.cpus_per_trial > total - DATA_RESERVE_CPUS:
+            raise PlatformError(
+                f"a data-parallel trial needs {cfg.num_workers} workers × {cfg.cpus_per_trial:g} CPUs plus "
+                f"{DATA_RESERVE_CPUS:g} CPU for Ray Data's reads, but the cluster has {total:g}; lower "
+                "train.num_workers or train.cpus_per_trial (fractions are fine: XGBoost uses one thread per worker)"
+            )
 
 
 def _search_alg(cfg: TrainConfig) -> Any:
