@@ -215,6 +215,9 @@ class TrainConfig(StrictModel):
     scheduler: Literal["asha", "pbt", "fifo"] = Field(
         "asha", description="ASHA stops weak trials early; PBT mutates continuous params of weak trials; fifo none."
     )
+    asha_reduction_factor: int = Field(
+        3, ge=2, description="ASHA keeps 1/this of the trials at each rung (2 keeps more, 4 stops more)."
+    )
     max_failures: int = Field(1, ge=0, description="Retries of a failed trial, each from its last checkpoint.")
     mode: Literal["auto", "per_trial", "data_parallel"] = Field(
         "auto",

@@ -125,6 +125,31 @@ def test_every_search_algorithm_and_scheduler_runs(trained, search):
     assert "registered gated version" in out
 
 
+def test_data_parallel_mode_trains_with_ray_train_workers(trained):
+    env, written = trained
+    train = {
+        "mode": "data_parallel",
+        "num_workers": 2,
+        "cpus_per_trial": 0.5,
+        "num_samples": 2,
+        "max_concurrent_trials": 1,
+        "num_boost_round": 30,
+        "report_every": 10,
+        "register_top": 1,
+        "gate": {"min_auc": 0.5},
+    }
+    config = write_config("dp", Path(env["MLPLATFORM_HOME"]), **train)
+    written.append(config)
+    out = cli("submit", "train", "--config", str(config), env=env).stdout
+    assert "2 trials (random search, asha scheduler, data-parallel)" in out
+    assert "registered gated version" in out
+    # A trial whose workers would leave Ray Data no CPU fails before it starts instead of hanging.
+    greedy = write_config("dp_greedy", Path(env["MLPLATFORM_HOME"]), **{**train, "cpus_per_trial": 1})
+    written.append(greedy)
+    out = cli("submit", "train", "--config", str(greedy), env=env, check=False)
+    assert out.returncode == 1 and "for Ray Data's reads" in out.stdout + out.stderr
+
+
 def _trial_rounds(experiment: Path) -> dict[str, int]:
     """trial folder → the last round it reported (from Tune's result.json files)."""
     out = {}

@@ -90,3 +90,12 @@ def test_bad_train_configs(extra, needle):
         TrainConfig.model_validate({**BASE, **extra})
     text = str(info.value)
     assert needle.split(".")[-1] in text
+
+
+def test_mode_follows_table_size_unless_forced():
+    from mlplatform.train.search import resolve_mode
+
+    auto = TrainConfig.model_validate({**BASE, "max_rows_per_trial": 1000})
+    assert resolve_mode(auto, 1000) == "per_trial" and resolve_mode(auto, 1001) == "data_parallel"
+    forced = TrainConfig.model_validate({**BASE, "mode": "per_trial", "max_rows_per_trial": 10})
+    assert resolve_mode(forced, 10**9) == "per_trial"

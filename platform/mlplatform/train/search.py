@@ -221,7 +221,7 @@ def _scheduler(cfg: TrainConfig) -> Any:
             time_attr="round",
             max_t=cfg.num_boost_round,
             grace_period=min(cfg.report_every, cfg.num_boost_round),
-            reduction_factor=2,
+            reduction_factor=cfg.asha_reduction_factor,
         )
     if cfg.scheduler == "pbt":
         mutations = {
