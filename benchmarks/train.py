@@ -199,7 +199,8 @@ def fault(data, rounds: int, storage: str) -> dict:
         deadline = time.time() + 300
         while time.time() < deadline and not killed:
             for ckpt in Path(storage, name).glob("*/checkpoint_000000"):
-                pids = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True).stdout.split()
+                trials = subprocess.run(["pgrep", "-f", "ray::ImplicitFunc"], capture_output=True, text=True)
+                pids = trials.stdout.split()
                 if pids:
                     os.kill(int(pids[0]), signal.SIGKILL)
                     killed.update(pid=int(pids[0]), after=ckpt.parent.name, at=time.time())

@@ -50,7 +50,10 @@ class StrictModel(BaseModel):
 class FieldSpec(StrictModel):
     """The contract for one field of a source record."""
 
-    type: Literal["int", "float", "str", "bool"] = Field(description="Logical type; values are cast to it.")
+    type: Literal["int", "float", "str", "bool", "timestamp"] = Field(
+        description="Logical type; values are cast to it. timestamp: ISO 8601 text or epoch seconds, kept as "
+        "epoch seconds (UTC)."
+    )
     path: str | None = Field(
         None, description="Dotted path of the value in a nested JSON record (default: the field name)."
     )
@@ -58,6 +61,11 @@ class FieldSpec(StrictModel):
     min: float | None = Field(None, description="Smallest allowed value (numeric types).")
     max: float | None = Field(None, description="Largest allowed value (numeric types).")
     allowed: list[str | int | float] | None = Field(None, description="The only values allowed.")
+    pattern: str | None = Field(None, description="Regular expression a str value must match entirely.")
+    max_age_days: float | None = Field(
+        None, gt=0, description="timestamp: values older than this at ingest time are quarantined as stale."
+    )
+    unique: bool = Field(False, description="Every record of the source must have its own value (e.g. a key).")
 
     @model_validator(mode="after")
     def _check_range(self) -> FieldSpec:
@@ -65,6 +73,15 @@ class FieldSpec(StrictModel):
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         if (self.min is not None or self.max is not None) and self.type not in ("int", "float"):
             raise ValueError(f"min/max apply to int and float fields, not to type {self.type!r}")
+        if self.pattern is not None:
+            if self.type != "str":
+                raise ValueError(f"pattern applies to str fields, not to type {self.type!r}")
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {exc}") from None
+        if self.max_age_days is not None and self.type != "timestamp":
+            raise ValueError(f"max_age_days applies to timestamp fields, not to type {self.type!r}")
         return self
 
 

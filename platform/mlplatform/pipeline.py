@@ -54,17 +54,26 @@ def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
     version = ingest(cfg.data)
     m = version.manifest
     rows = [
-        [name, s["in"], s["ok"], s["quarantined"], "yes" if s["in"] == s["ok"] + s["quarantined"] else "NO"]
+        [
+            name,
+            len(s["files"]),
+            s.get("bad_files", 0),
+            s["in"],
+            s["ok"],
+            s["quarantined"],
+            "yes" if s["in"] == s["ok"] + s["quarantined"] else "NO",
+        ]
         for name, s in m["sources"].items()
     ]
-    print("\n== ingest: records in = ok + quarantined, per source")
-    print(_table(rows, ["source", "in", "ok", "quarantined", "balanced"]))
+    print("\n== ingest: records in = ok + quarantined, per source (a malformed file counts as one)")
+    print(_table(rows, ["source", "files", "bad files", "in", "ok", "quarantined", "balanced"]))
     print(
         f"dataset {m['name']} version {version.version}{' (reused: inputs unchanged)' if version.reused else ''}"
         f": {m['rows']} rows x {len(m['features'])} features, fingerprint {version.fingerprint[:16]}"
     )
     print(
-        f"  table:      {version.table_path}\n  quarantine: {version.path}/quarantine  ({time.time() - started:.1f}s)"
+        f"  table:      {version.table_path}\n  quarantine: {version.path}/quarantine\n"
+        f"  profile:    {version.profile_path}  ({time.time() - started:.1f}s)"
     )
     return version
 

@@ -59,7 +59,7 @@ WEAK = {
     "register_top": 1,
     "search_space": {},
     "params": {"objective": "binary:logistic", "max_depth": 1, "eta": 0.05},
-    "gate": {"min_auc": 0.5},
+    "gate": {"min_auc": 0.5, "max_calibration_error": 0.5},
 }
 STRONG = {
     "num_boost_round": 80,
@@ -68,7 +68,7 @@ STRONG = {
     "register_top": 1,
     "search_space": {},
     "params": {"objective": "binary:logistic", "max_depth": 4, "eta": 0.1},
-    "gate": {"min_auc": 0.5},
+    "gate": {"min_auc": 0.5, "max_calibration_error": 0.5},
 }
 
 
@@ -115,7 +115,13 @@ def test_gate_makes_a_first_champion_then_a_challenger_then_refuses(trained):
 )
 def test_every_search_algorithm_and_scheduler_runs(trained, search):
     env, written = trained
-    train = {"num_boost_round": 40, "report_every": 10, "register_top": 1, "gate": {"min_auc": 0.5}, **search}
+    train = {
+        "num_boost_round": 40,
+        "report_every": 10,
+        "register_top": 1,
+        "gate": {"min_auc": 0.5, "max_calibration_error": 0.5},
+        **search,
+    }
     config = write_config(f"search_{search['search_alg']}", Path(env["MLPLATFORM_HOME"]), **train)
     written.append(config)
     out = cli("submit", "train", "--config", str(config), env=env).stdout
@@ -136,7 +142,7 @@ def test_data_parallel_mode_trains_with_ray_train_workers(trained):
         "num_boost_round": 30,
         "report_every": 10,
         "register_top": 1,
-        "gate": {"min_auc": 0.5},
+        "gate": {"min_auc": 0.5, "max_calibration_error": 0.5},
     }
     config = write_config("dp", Path(env["MLPLATFORM_HOME"]), **train)
     written.append(config)
@@ -176,7 +182,7 @@ def test_resume_finishes_an_interrupted_search_without_redoing_finished_trials(t
         register_top=1,
         search_space={"max_depth": {"type": "choice", "values": [8]}},
         params={"objective": "binary:logistic", "eta": 0.05},
-        gate={"min_auc": 0.5},
+        gate={"min_auc": 0.5, "max_calibration_error": 0.5},
     )
     written.append(config)
     submitted = time.time()

@@ -70,3 +70,32 @@ def test_json_lines_broken_line_and_nested_paths():
     assert r[2] == "malformed JSON: expected a JSON object, got list"
     assert r[3] == "entity_id: expected int, got True; d: -1 < min 0"
     assert out[RECORD].iloc[1] == '{"user": '
+
+
+def test_patterns_timestamps_and_freshness():
+    import pytest
+    from pydantic import ValidationError
+
+    fields = {
+        "sku": FieldSpec(type="str", pattern=r"[A-Z]{3}-\d{4}"),
+        "seen": FieldSpec(type="timestamp", max_age_days=30),
+    }
+    now = pd.Timestamp("2026-11-22T00:00:00Z").timestamp()
+    rows = [
+        {"sku": "ABC-1234", "seen": "2026-11-20T10:00:00Z"},
+        {"sku": "abc-1234", "seen": "2026-11-20T10:00:00Z"},  # pattern
+        {"sku": "ABC-1234", "seen": "2025-01-01"},  # stale
+        {"sku": "ABC-1234", "seen": "yesterday"},  # not a timestamp
+        {"sku": "ABC-1234", "seen": now - 3600},  # epoch seconds
+    ]
+    out = validate_batch(pd.DataFrame(rows, dtype=object), fields, now=now)
+    reasons = out[REASON].tolist()
+    assert reasons[0] == "" and reasons[4] == ""
+    assert "does not match pattern" in reasons[1]
+    assert "older than max_age_days 30" in reasons[2]
+    assert "expected timestamp" in reasons[3]
+    assert out["seen"].iloc[0] == pd.Timestamp("2026-11-20T10:00:00Z").timestamp()
+    with pytest.raises(ValidationError, match="not a valid regular expression"):
+        FieldSpec(type="str", pattern="([")
+    with pytest.raises(ValidationError, match="max_age_days applies to timestamp"):
+        FieldSpec(type="int", max_age_days=3)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import math
+import re
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,8 +37,25 @@ def _is_null(raw: pd.Series) -> np.ndarray:
     return null | (as_str == "").to_numpy() | as_str.str.lower().isin(["nan", "null", "none"]).to_numpy()
 
 
+def _timestamps(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Epoch seconds (UTC) from ISO 8601 text or numbers; naive times are taken as UTC."""
+    numeric = raw.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).to_numpy(dtype=bool)
+    out = pd.Series(np.nan, index=raw.index, dtype="float64")
+    if numeric.any():
+        out[numeric] = pd.to_numeric(raw[numeric], errors="coerce").astype("float64")
+    text = ~numeric & raw.notna().to_numpy()
+    if text.any():
+        parsed = pd.to_datetime(raw[text].astype(str), errors="coerce", utc=True, format="ISO8601")
+        seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        out[text] = seconds.astype("float64")
+    bad = out.isna().to_numpy() | ~np.isfinite(out.fillna(0).to_numpy())
+    return out, bad
+
+
 def _cast(raw: pd.Series, spec: FieldSpec) -> tuple[pd.Series, np.ndarray]:
     """Cast to the declared type; returns (typed values, mask of values that could not be cast)."""
+    if spec.type == "timestamp":
+        return _timestamps(raw)
     if spec.type in ("int", "float"):
         if raw.dtype == bool:
             return raw.astype("float64"), np.ones(len(raw), dtype=bool)
@@ -56,13 +75,14 @@ def _cast(raw: pd.Series, spec: FieldSpec) -> tuple[pd.Series, np.ndarray]:
     return typed, bad
 
 
-def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec]) -> pd.DataFrame:
+def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec], now: float | None = None) -> pd.DataFrame:
     """Check every record of `batch` against `fields`.
 
     Args:
         batch: Raw records, one column per field (missing columns count as missing values). An existing
             ``__reason`` column (e.g. from JSON parsing) is kept and extended.
         fields: The contract.
+        now: Ingest time in epoch seconds, for ``max_age_days`` (default: the current time).
 
     Returns:
         The typed field columns plus ``__reason`` ("" for good records) and ``__record`` (the raw record
@@ -100,6 +120,16 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec]) -> pd.D
             flag(
                 ok & (typed.fillna(spec.max) > spec.max).to_numpy(), f"{name}: " + raw.map(str) + f" > max {spec.max:g}"
             )
+        if spec.pattern is not None:
+            regex = re.compile(spec.pattern)
+            mismatch = ok & ~typed.map(lambda v, r=regex: isinstance(v, str) and r.fullmatch(v) is not None).to_numpy(
+                dtype=bool
+            )
+            flag(mismatch, f"{name}: " + raw.map(repr) + f" does not match pattern {spec.pattern!r}")
+        if spec.max_age_days is not None:
+            oldest = (time.time() if now is None else now) - spec.max_age_days * 86400
+            stale = ok & (typed.fillna(oldest) < oldest).to_numpy()
+            flag(stale, f"{name}: " + raw.map(str) + f" is older than max_age_days {spec.max_age_days:g}")
         if spec.allowed is not None:
             allowed = set(spec.allowed)
             outside = ok & ~typed.map(lambda v, a=allowed: v in a).to_numpy(dtype=bool)
@@ -107,7 +137,7 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec]) -> pd.D
         # Nullable dtypes keep every batch's schema identical whether or not it holds a bad value.
         if spec.type == "int":
             typed = typed.where(ok).round().astype("Int64")
-        elif spec.type == "float":
+        elif spec.type in ("float", "timestamp"):
             typed = typed.where(ok).astype("float64")
         elif spec.type == "bool":
             typed = typed.where(ok).astype("boolean")

@@ -6,8 +6,10 @@ A dataset version is a folder::
 
     <output_dir>/<name>/<version>/
         table/        Parquet training table (key, features, label)
-        quarantine/   Parquet: source, file, reason, record — every record the contract refused
-        manifest.json sources with file stats, reconciliation, features, schema, fingerprint
+        quarantine/   Parquet: source, file, reason, record — every record the contract refused, and every
+                      file that could not be read at all (reason "malformed file: ...", no record)
+        profile.json  per-feature statistics: the reference for drift detection
+        manifest.json sources with file stats, reconciliation, features, schema, fingerprint (written last)
 
 The version id hashes the spec and the source files' sizes and mtimes, so re-running on unchanged inputs
 reuses the version instead of recomputing it. The fingerprint hashes the table's content independently
@@ -16,7 +18,7 @@ of row order and block layout.
 
 from __future__ import annotations
 
-import glob
+import codecs
 import hashlib
 import json
 import logging
@@ -33,6 +35,7 @@ import pyarrow.csv as pacsv
 
 from mlplatform.config import DataConfig, SourceSpec
 from mlplatform.data.contract import FILE, REASON, RECORD, parse_json_lines, validate_batch
+from mlplatform.data.profile import profile
 from mlplatform.errors import ConfigError, DataContractError
 
 __all__ = ["DatasetVersion", "ingest", "load_version", "feature_columns"]
@@ -40,6 +43,7 @@ __all__ = ["DatasetVersion", "ingest", "load_version", "feature_columns"]
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+PROFILE = "profile.json"
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,10 @@ class DatasetVersion:
         return os.path.join(self.path, "table")
 
     @property
+    def profile_path(self) -> str:
+        return os.path.join(self.path, self.manifest.get("profile", PROFILE))
+
+    @property
     def reused(self) -> bool:
         return bool(self.manifest.get("reused"))
 
@@ -103,20 +111,98 @@ def feature_columns(cfg: DataConfig) -> list[str]:
 # ------------------------------------------------------------------------------------------ reading
 
 
+def _filesystem(path: str):
+    """(pyarrow filesystem, path in it) for a local path or a URI (file://, s3://, gs://, ...)."""
+    import pyarrow.fs as pafs
+
+    if "://" in path:
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
 def _files(source: SourceSpec) -> list[dict[str, Any]]:
-    """Local files of a source with their size and mtime (URIs are listed by Ray Data, not here)."""
-    if "://" in source.path:
-        return [{"path": source.path}]
-    matches = sorted(glob.glob(source.path)) if any(c in source.path for c in "*?[") else [source.path]
-    files: list[str] = []
-    for m in matches:
-        if os.path.isdir(m):
-            files += sorted(str(p) for p in Path(m).rglob("*") if p.is_file() and not p.name.startswith("."))
-        elif os.path.exists(m):
-            files.append(m)
+    """Every file of a source (a file, a folder — partitioned folders included — or a glob; local or a URI)
+    with its size and modification time, sorted. Hidden files and ``_SUCCESS``-style markers are skipped."""
+    import pyarrow.fs as pafs
+
+    fs, path = _filesystem(source.path)
+    scheme = source.path.split("://", 1)[0] + "://" if "://" in source.path else ""
+    if any(c in path for c in "*?["):
+        base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0] or "/"
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
+        import fnmatch
+
+        infos = [i for i in infos if fnmatch.fnmatch(i.path, path)]
+    else:
+        info = fs.get_file_info(path)
+        infos = (
+            fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            if info.type == pafs.FileType.Directory
+            else [info]
+        )
+    files = sorted(
+        (i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))),
+        key=lambda i: i.path,
+    )
     if not files:
         raise ConfigError(f"source {source.name!r}: no file at {source.path!r}")
-    return [{"path": f, "size": os.path.getsize(f), "mtime_ns": os.stat(f).st_mtime_ns} for f in files]
+    return [
+        {
+            "path": f"{scheme}{i.path}" if scheme and scheme != "file://" else i.path,
+            "size": i.size,
+            "mtime_ns": i.mtime_ns,
+        }
+        for i in files
+    ]
+
+
+def _probe(row: dict[str, Any], fmt: str) -> dict[str, Any]:
+    """Why a file cannot be read as `fmt` ("" when it can): empty, truncated or corrupt Parquet, bad encoding.
+
+    Runs as a Ray Data task per file, so a bad file is quarantined with its reason instead of failing the
+    read of its whole source.
+    """
+    import pyarrow.parquet as pq
+
+    path = row["path"]
+    reason = ""
+    try:
+        fs, inner = _filesystem(path)
+        if fs.get_file_info(inner).size == 0:
+            reason = "empty file"
+        elif fmt == "parquet":
+            with fs.open_input_file(inner) as f:
+                meta = pq.ParquetFile(f).metadata  # a truncated file has no valid footer
+                reason = "" if meta.num_columns else "Parquet file without columns"
+        else:
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            with fs.open_input_stream(inner) as f:
+                offset = 0
+                while chunk := f.read(1 << 20):
+                    try:
+                        decoder.decode(chunk)
+                    except UnicodeDecodeError as exc:
+                        raise UnicodeDecodeError(
+                            exc.encoding, exc.object, offset + exc.start, offset + exc.end, exc.reason
+                        ) from None
+                    offset += len(chunk)
+                decoder.decode(b"", final=True)
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+    except (OSError, pa.ArrowException) as exc:
+        reason = f"unreadable {fmt}: {exc}"
+    return {"path": path, "reason": reason[:500]}
+
+
+def _readable(source: SourceSpec, files: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, str]]]:
+    """Split a source's files into readable paths and (path, reason) of malformed ones, probed in parallel."""
+    import ray.data
+
+    probed = ray.data.from_items([{"path": f["path"]} for f in files]).map(_probe, fn_kwargs={"fmt": source.format})
+    results = {r["path"]: r["reason"] for r in probed.take_all()}
+    good = [f["path"] for f in files if not results[f["path"]]]
+    bad = [{"path": p, "reason": r} for p, r in sorted(results.items()) if r]
+    return good, bad
 
 
 def _read_and_check(source: SourceSpec, paths: list[str]):
@@ -164,6 +250,68 @@ def _bad(batch: pd.DataFrame, source: str) -> pd.DataFrame:
             "record": bad[RECORD].astype("string").to_numpy(),
         }
     )
+
+
+def ray_data():
+    import ray.data
+
+    return ray.data
+
+
+def _bad_files_frame(source: str, bad_files: list[dict[str, str]]) -> pd.DataFrame:
+    """Quarantine rows for files that could not be read at all (one row per file, no record)."""
+    return pd.DataFrame(
+        {
+            "source": pd.Series([source] * len(bad_files), dtype="string"),
+            "file": pd.Series([b["path"] for b in bad_files], dtype="string"),
+            "reason": pd.Series([f"malformed file: {b['reason']}" for b in bad_files], dtype="string"),
+            "record": pd.Series([""] * len(bad_files), dtype="string"),
+        }
+    )
+
+
+def _duplicate_records(batch: pd.DataFrame, source: str, field: str, counts: dict[int, int]) -> pd.DataFrame:
+    """The valid records of `batch` whose `field` value is duplicated, as quarantine rows."""
+    good = batch.loc[batch[REASON] == ""]
+    values = good[field].astype("Int64")
+    hit = good.loc[values.isin(list(counts)).fillna(False).to_numpy()]
+    raw = hit.drop(columns=[c for c in hit.columns if str(c).startswith("__")])
+    return pd.DataFrame(
+        {
+            "source": pd.Series([source] * len(hit), dtype="string"),
+            "file": hit[FILE].astype("string").to_numpy() if FILE in hit else pd.NA,
+            "reason": pd.Series(
+                [f"{field}: duplicate value {int(v)} ({counts[int(v)]} records)" for v in hit[field]], dtype="string"
+            ),
+            "record": pd.Series([json.dumps(r, default=str) for r in raw.to_dict("records")], dtype="string"),
+        }
+    )
+
+
+def _mark_duplicates(batch: pd.DataFrame, field: str, counts: dict[str, int]) -> pd.DataFrame:
+    """Give valid records whose `field` value is duplicated a reason (they then go to quarantine)."""
+    values = batch[field].astype("string")
+    hit = ((batch[REASON] == "") & values.isin(list(counts)).fillna(False)).to_numpy()
+    if hit.any():
+        batch = batch.copy()
+        batch.loc[hit, REASON] = [f"{field}: duplicate value {v} ({counts[v]} records)" for v in values[hit]]
+        raw_cols = [c for c in batch.columns if not str(c).startswith("__")]
+        batch.loc[hit, RECORD] = [json.dumps(r, default=str) for r in batch.loc[hit, raw_cols].to_dict("records")]
+    return batch
+
+
+def _quarantine_duplicates(checked, field: str):
+    """Records sharing a value of a `unique` field all fail the contract (which one is right is unknowable)."""
+    counts = {
+        str(row[field]): int(row["count()"])
+        for row in checked.filter(expr=f"{REASON} == ''").groupby(field).count().take_all()
+        if int(row["count()"]) > 1 and row[field] is not None
+    }
+    if not counts:
+        return checked
+    return checked.map_batches(
+        _mark_duplicates, batch_format="pandas", fn_kwargs={"field": field, "counts": counts}
+    ).materialize()
 
 
 # One groupby instead of a groupby per source plus a join per source: every source is projected onto the
@@ -261,7 +409,7 @@ def _finalize(
 
     A key with no events has a count of 0, not a missing count.
     """
-    batch = batch.loc[batch["__base_rows"].fillna(0) > 0]
+    batch = batch.loc[batch["__base_rows"].fillna(0) == 1]  # duplicated keys went to quarantine
     for name in slopes:
         n, sx, sy, sxy, sxx = (batch[f"{name}__{t}"].astype("float64") for t in ("n", "x", "y", "xy", "xx"))
         denom = n * sxx - sx * sx
@@ -321,14 +469,27 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
     started = time.time()
     features = feature_columns(cfg)
     reconciliation: dict[str, dict[str, int]] = {}
-    bad_parts, wide_parts = [], []
+    bad_parts, wide_parts, checked_by_source = [], [], {}
     plan = _wide_columns(cfg, features)
     all_columns = [wide for cols in plan.values() for wide, _, _ in cols]
+    base = cfg.base_source
     for source in cfg.sources:
-        checked = _read_and_check(source, [f["path"] for f in files[source.name]]).materialize()
+        paths, bad_files = _readable(source, files[source.name])
+        if bad_files:
+            bad_parts.append(ray_data().from_pandas(_bad_files_frame(source.name, bad_files)))
+        r = {"in": len(bad_files), "ok": 0, "quarantined": len(bad_files), "bad_files": len(bad_files)}
+        reconciliation[source.name] = r
+        if not paths:
+            continue
+        checked = _read_and_check(source, paths).materialize()
+        for name, spec in source.fields.items():
+            # The label source's key is unique by construction (checked on the join below, for free).
+            if spec.unique and not (source is base and name == cfg.key):
+                checked = _quarantine_duplicates(checked, name)
+        checked_by_source[source.name] = checked
         bad = checked.map_batches(_bad, batch_format="pandas", fn_kwargs={"source": source.name}).materialize()
         total, n_bad = checked.count(), bad.count()
-        reconciliation[source.name] = {"in": total, "ok": total - n_bad, "quarantined": n_bad}
+        r.update({"in": r["in"] + total, "ok": total - n_bad, "quarantined": r["quarantined"] + n_bad})
         bad_parts.append(bad)
         categories = {n: list(s.allowed) for n, s in source.fields.items() if s.type == "str" and s.allowed}
         wide_parts.append(
@@ -343,6 +504,35 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
                 },
             )
         )
+    if base.name not in checked_by_source:
+        raise DataContractError(f"source {base.name!r} (it holds the label) has no readable file: {files[base.name]}")
+
+    aggregated = (
+        wide_parts[0]
+        .union(*wide_parts[1:])
+        .groupby(cfg.key, num_partitions=_partitions())
+        .aggregate(*_aggregations(cfg, features))
+        .materialize()
+    )
+    # A key with more than one valid label record is ambiguous: all of its label records go to quarantine.
+    duplicates = {
+        int(row[cfg.key]): int(row["__base_rows"])
+        for row in aggregated.filter(expr="__base_rows > 1").take_all()
+    }
+    if duplicates:
+        dup = (
+            checked_by_source[base.name]
+            .map_batches(
+                _duplicate_records,
+                batch_format="pandas",
+                fn_kwargs={"source": base.name, "field": cfg.key, "counts": duplicates},
+            )
+            .materialize()
+        )
+        n_dup = dup.count()
+        bad_parts.append(dup)
+        r = reconciliation[base.name]
+        r.update({"ok": r["ok"] - n_dup, "quarantined": r["quarantined"] + n_dup})
 
     Path(vdir).mkdir(parents=True, exist_ok=True)
     quarantine = bad_parts[0].union(*bad_parts[1:]) if len(bad_parts) > 1 else bad_parts[0]
@@ -358,24 +548,17 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
 
     zero_fill = [f.name for src in cfg.sources for f in src.features if f.agg in ("count", "sum")]
     slopes = [f.name for src in cfg.sources for f in src.features if f.agg == "slope"]
-    table = (
-        wide_parts[0]
-        .union(*wide_parts[1:])
-        .groupby(cfg.key, num_partitions=_partitions())
-        .aggregate(*_aggregations(cfg, features))
-        .map_batches(
-            _finalize,
-            batch_format="pandas",
-            fn_kwargs={
-                "key": cfg.key,
-                "label": cfg.label,
-                "features": features,
-                "zero_fill": zero_fill,
-                "slopes": slopes,
-            },
-        )
-        .materialize()
-    )
+    table = aggregated.map_batches(
+        _finalize,
+        batch_format="pandas",
+        fn_kwargs={
+            "key": cfg.key,
+            "label": cfg.label,
+            "features": features,
+            "zero_fill": zero_fill,
+            "slopes": slopes,
+        },
+    ).materialize()
     schema = ",".join([cfg.key, *features, cfg.label])
     manifest = {
         "name": cfg.name,
@@ -389,10 +572,14 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         "spec_hash": _spec_hash(cfg),
         "validation_fraction": cfg.validation_fraction,
         "sources": {s.name: {"files": files[s.name], **reconciliation[s.name]} for s in cfg.sources},
+        "profile": PROFILE,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "seconds": round(time.time() - started, 2),
     }
     table.write_parquet(os.path.join(vdir, "table"))
+    categorical = {n: list(spec.allowed) for n, spec in base.fields.items() if n in features and spec.type == "str"}
+    stats = profile(table, features, cfg.label, categorical)
+    Path(vdir, PROFILE).write_text(json.dumps(stats, indent=1), encoding="utf-8")
+    manifest["seconds"] = round(time.time() - started, 2)
     # The manifest is written last: its presence marks a complete version.
     Path(vdir, MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return DatasetVersion(vdir, manifest)

@@ -94,6 +94,10 @@ def log_and_register(
     registered: list[RegisteredVersion] = []
     with mlflow.start_run(run_name=f"search-{cfg.model_name}", tags=lineage):
         mlflow.log_input(ds_input, context="training")
+        # The version's manifest (source files, reconciliation) and profile: run → dataset → source files.
+        for name in ("manifest.json", "profile.json"):
+            if os.path.exists(os.path.join(dataset.path, name)):
+                mlflow.log_artifact(os.path.join(dataset.path, name), "dataset")
         mlflow.log_params({"num_samples": cfg.num_samples, "num_boost_round": cfg.num_boost_round})
         mlflow.log_dict(json.loads(cfg.model_dump_json()), "train_config.json")
         best = ok[0]
