@@ -1,0 +1,136 @@
+"""Ingest on real Ray: malformed files and duplicates quarantined with reasons, reconciliation, profile,
+and a fingerprint that does not depend on the number of workers, blocks or nodes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from mlplatform.config import DataConfig, load_config
+from mlplatform.data.ingest import ingest
+from mlplatform.datasets import generate
+
+from tests.conftest import DEMO_CONFIG
+
+pytestmark = pytest.mark.integration
+
+
+def spec(home: Path, **source_paths) -> DataConfig:
+    cfg = load_config(DEMO_CONFIG).data
+    sources = [s.model_copy(update={"path": source_paths.get(s.name, s.path)}) for s in cfg.sources]
+    return cfg.model_copy(update={"sources": sources, "output_dir": str(home / "datasets")})
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, monkeypatch_module):
+    home = tmp_path_factory.mktemp("ingest")
+    monkeypatch_module.setenv("MLPLATFORM_HOME", str(home))
+    generate(home / "data" / "demo", entities=1500, seed=3)
+    return home
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
+@pytest.fixture
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def test_bad_files_and_duplicate_keys_are_quarantined_and_reconciled(data, local_ray):
+    demo = data / "data" / "demo"
+    tx = data / "tx"
+    tx.mkdir(exist_ok=True)
+    shutil.copy(demo / "transactions.parquet", tx / "part-0.parquet")
+    (tx / "part-1.parquet").write_bytes((demo / "transactions.parquet").read_bytes()[:2000])  # truncated
+    (tx / "part-2.parquet").write_bytes(b"")  # empty
+    (tx / "_SUCCESS").write_bytes(b"")  # a marker, not data
+    readings = data / "readings"
+    readings.mkdir(exist_ok=True)
+    shutil.copy(demo / "readings.csv", readings / "a.csv")
+    (readings / "b.csv").write_bytes("entity_id,day,usage\n7,1,caf\xe9\n".encode("latin-1"))  # not UTF-8
+    profiles = data / "profiles.csv"
+    profiles.write_text((demo / "profiles.csv").read_text() + '"5","33","pro","2.0","1"\n')  # key 5 twice
+
+    version = ingest(spec(data, transactions=str(tx), readings=str(readings), profiles=str(profiles)))
+    m = version.manifest
+    for source, s in m["sources"].items():
+        assert s["in"] == s["ok"] + s["quarantined"], (source, s)  # nothing silently lost
+    assert m["sources"]["transactions"]["bad_files"] == 2 and len(m["sources"]["transactions"]["files"]) == 3
+    assert m["sources"]["readings"]["bad_files"] == 1
+
+    q = pd.read_parquet(Path(version.path) / "quarantine")
+    reasons = dict(zip(q["file"].str.rsplit("/", n=1).str[-1] + ":" + q["reason"], q["source"], strict=True))
+    assert any(r.startswith("part-1.parquet:malformed file: unreadable parquet") for r in reasons)
+    assert "part-2.parquet:malformed file: empty file" in reasons
+    assert any(r.startswith("b.csv:malformed file: not UTF-8 text") for r in reasons)
+    dup = q[q["reason"].str.startswith("entity_id: duplicate value 5 (2 records)")]
+    assert len(dup) == 2 and dup["record"].str.contains('"entity_id": 5').all()
+    table = pd.read_parquet(version.table_path)
+    assert 5 not in set(table["entity_id"])  # an ambiguous label is not trained on
+
+    profile = json.loads(Path(version.profile_path).read_text())
+    assert profile["rows"] == len(table) and 0 < profile["label_rate"] < 1
+    age = profile["features"]["age"]
+    assert age["kind"] == "numeric" and sum(age["histogram"]["counts"]) == age["count"]
+    assert age["min"] <= age["quantiles"]["0.5"] <= age["max"]
+    plan = profile["features"]["plan"]
+    assert plan["kind"] == "categorical" and abs(sum(plan["categories"].values()) - 1) < 1e-9
+
+
+def test_a_pattern_in_the_spec_quarantines_what_it_does_not_match(data, local_ray):
+    cfg = spec(data)
+    events = next(s for s in cfg.sources if s.name == "events")
+    fields = {
+        **events.fields,
+        "event_type": events.fields["event_type"].model_copy(
+            update={"allowed": None, "pattern": "login|view|purchase"}
+        ),
+    }  # 'support' no longer matches
+    sources = [
+        s.model_copy(update={"fields": fields, "max_bad_fraction": 1.0}) if s is events else s for s in cfg.sources
+    ]
+    version = ingest(cfg.model_copy(update={"sources": sources, "name": "patterned"}))
+    q = pd.read_parquet(Path(version.path) / "quarantine")
+    assert q["reason"].str.contains("does not match pattern 'login|view|purchase'").sum() > 0
+    assert version.manifest["sources"]["events"]["quarantined"] > 100
+
+
+def fingerprint_with(data: Path, init: dict, block_bytes: int | None = None, name: str = "fp") -> str:
+    from ray.data import DataContext
+
+    ray.init(**init, include_dashboard=False, logging_level="ERROR")
+    try:
+        if block_bytes:
+            DataContext.get_current().target_max_block_size = block_bytes
+        out = data / f"out-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        version = ingest(spec(data).model_copy(update={"output_dir": str(out)}))
+        return version.fingerprint
+    finally:
+        DataContext.get_current().target_max_block_size = DataContext().target_max_block_size
+        ray.shutdown()
+
+
+def test_fingerprint_does_not_depend_on_workers_blocks_or_nodes(data):
+    from ray.cluster_utils import Cluster
+
+    one = fingerprint_with(data, {"num_cpus": 1}, name="one")
+    two_small_blocks = fingerprint_with(data, {"num_cpus": 2}, block_bytes=64 * 1024, name="two")
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    try:
+        three_nodes = fingerprint_with(data, {"address": cluster.address}, name="three")
+    finally:
+        cluster.shutdown()
+    assert one == two_small_blocks == three_nodes
