@@ -89,27 +89,51 @@ class FeatureSpec(StrictModel):
     """A per-entity feature aggregated from a source with many records per key."""
 
     name: Identifier = Field(description="Column name in the training table.")
-    agg: Literal["count", "sum", "mean", "min", "max", "std", "slope"] = Field(
-        description="Aggregation; `slope` is the least-squares trend of `column` over `time_column`."
+    agg: Literal["count", "sum", "mean", "min", "max", "std", "slope", "last"] = Field(
+        description="Aggregation; `slope` is the least-squares trend of `column` over `time_column`, `last` the "
+        "value of `column` at the latest `time_column`."
     )
     column: str | None = Field(None, description="Aggregated field (not used by `count`).")
-    time_column: str | None = Field(None, description="Time axis for `slope`.")
+    time_column: str | None = Field(None, description="Time axis for `slope`, `last` and `window`.")
+    window: float | None = Field(
+        None,
+        gt=0,
+        description="Only records within this much of the entity's latest `time_column` value count (in that "
+        "column's units: days for a day index, seconds for a timestamp). E.g. slope over the last 7 days.",
+    )
 
     @model_validator(mode="after")
     def _check_columns(self) -> FeatureSpec:
         if self.agg != "count" and not self.column:
             raise ValueError(f"agg {self.agg!r} needs `column`")
-        if self.agg == "slope" and not self.time_column:
-            raise ValueError("agg 'slope' needs `time_column`")
+        if self.agg in ("slope", "last") and not self.time_column:
+            raise ValueError(f"agg {self.agg!r} needs `time_column`")
+        if self.window is not None and not self.time_column:
+            raise ValueError("`window` needs `time_column`")
         return self
+
+
+#: The raw fields a text source's reader makes of each document, and an image source's of each image.
+TEXT_FIELDS = ("chars", "tokens", "lines")
+IMAGE_FIELDS = ("width", "height", "channels", "brightness", "contrast")
 
 
 class SourceSpec(StrictModel):
     """One raw input: where it is, how to read it, its contract and the features it feeds."""
 
     name: Identifier = Field(description="Source name, used in reports and quarantine output.")
-    format: Literal["csv", "jsonl", "parquet"] = Field(description="File format.")
+    format: Literal["csv", "jsonl", "parquet", "text", "image"] = Field(
+        description="File format. text: a document per file or per line, read as fields "
+        f"{', '.join(TEXT_FIELDS)}. image: any format Pillow decodes, read as fields {', '.join(IMAGE_FIELDS)}."
+    )
     path: str = Field(description="File, folder or glob; local path or URI.")
+    path_fields: str | None = Field(
+        None,
+        description="text and image: a regular expression searched in each file's path whose named groups are "
+        r"fields of the file's records, e.g. '(?P<entity_id>\d+)\.txt$' (whose document it is) or "
+        r"'/(?P<label>cat|dog)/' (a label from the folder).",
+    )
+    text_unit: Literal["file", "line"] = Field("file", description="text: one document per file or per line.")
     fields: dict[str, FieldSpec] = Field(min_length=1, description="Contract of each field kept.")
     features: list[FeatureSpec] = Field(
         default_factory=list,
@@ -121,6 +145,22 @@ class SourceSpec(StrictModel):
 
     @model_validator(mode="after")
     def _check_feature_columns(self) -> SourceSpec:
+        if self.format in ("text", "image"):
+            if not self.path_fields:
+                raise ValueError(f"a {self.format} source needs `path_fields` to say whose each file is")
+            try:
+                groups = set(re.compile(self.path_fields).groupindex)
+            except re.error as exc:
+                raise ValueError(f"path_fields {self.path_fields!r} is not a valid regular expression: {exc}") from None
+            known = groups | set(TEXT_FIELDS if self.format == "text" else IMAGE_FIELDS)
+            unknown = sorted(set(self.fields) - known)
+            if unknown:
+                raise ValueError(
+                    f"fields {unknown} are neither read from a {self.format} file nor named groups of path_fields; "
+                    f"available: {sorted(known)}"
+                )
+        elif self.path_fields:
+            raise ValueError("path_fields applies to text and image sources")
         for i, feature in enumerate(self.features):
             for attr in ("column", "time_column"):
                 col = getattr(feature, attr)

@@ -4,6 +4,11 @@
 - ``events.jsonl``      app events with nested fields (``user.id``, ``event.type``, ``event.duration_s``)
 - ``transactions.parquet`` purchases: ``entity_id``, ``amount``
 - ``readings.csv``      a daily usage time series: ``entity_id``, ``day``, ``usage``
+- ``tickets/<id>.txt``  support tickets, one per line, for the customers who wrote some (text)
+- ``scans/<id>-<n>.png`` scanned documents for a few customers (images)
+
+Tickets and scans are files per customer, so their number is capped (at 1 000 and 300 customers): they are
+there for the formats, not for volume.
 
 The label depends on something from every source (plan and tenure, event engagement, spend, and the
 usage trend), so a model that ignores a source loses AUC. A few deliberately bad records are planted in
@@ -14,6 +19,7 @@ in ``bad_records.json`` so tests can check that the contract quarantines exactly
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -167,5 +173,61 @@ def generate(out_dir: str | Path, entities: int = 5000, seed: int = 0) -> dict[s
     )
     counts["readings"] = len(r_ids)
 
+    counts["tickets"], bad["tickets"] = _tickets(out / "tickets", ids, engagement, rng)
+    counts["scans"], bad["scans"] = _scans(out / "scans", ids, spend, rng)
+
     (out / "bad_records.json").write_text(json.dumps(bad, indent=1), encoding="utf-8")
     return counts
+
+
+_WORDS = "app slow login fails billing charged twice cancel plan refund error page crash thanks help please".split()
+
+
+def _fresh(folder: Path) -> Path:
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def _tickets(folder: Path, ids: np.ndarray, engagement: np.ndarray, rng) -> tuple[int, list[dict]]:
+    """Disengaged customers write more and longer tickets. Plants a file that is not UTF-8 and one whose
+    name says nobody's (its lines have no key)."""
+    folder = _fresh(folder)
+    chosen = np.sort(rng.choice(len(ids), min(1000, max(10, len(ids) // 10)), replace=False, p=_softmax(-engagement)))
+    records = 0
+    for i in chosen:
+        lines = [
+            " ".join(rng.choice(_WORDS, rng.integers(3, 8 + int(6 * max(0.0, -engagement[i])))))
+            for _ in range(rng.integers(1, 4))
+        ]
+        (folder / f"{ids[i]}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        records += len(lines)
+    bad_id = int(ids[chosen[0]])
+    records -= len((folder / f"{bad_id}.txt").read_text(encoding="utf-8").splitlines())
+    (folder / f"{bad_id}.txt").write_bytes("refund the r\xe9sum\xe9 fee\n".encode("latin-1"))
+    (folder / "unassigned.txt").write_text("who wrote this\n", encoding="utf-8")
+    bad = [{"file": f"{bad_id}.txt", "why": "not UTF-8"}, {"file": "unassigned.txt", "why": "missing key"}]
+    return records + 2, bad
+
+
+def _scans(folder: Path, ids: np.ndarray, spend: np.ndarray, rng) -> tuple[int, list[dict]]:
+    """Small greyscale or RGB PNGs; brighter for big spenders (paper receipts). Plants a truncated PNG."""
+    import PIL.Image
+
+    folder = _fresh(folder)
+    chosen = np.sort(rng.choice(len(ids), min(300, max(10, len(ids) // 20)), replace=False))
+    files = 0
+    for i in chosen:
+        for j in range(rng.integers(1, 3)):
+            level = np.clip(128 + 40 * spend[i] + rng.normal(0, 30, (24, 32)), 0, 255).astype(np.uint8)
+            img = PIL.Image.fromarray(level, "L")
+            (img.convert("RGB") if j % 2 else img).save(folder / f"{ids[i]}-{j}.png")
+            files += 1
+    bad_id = int(ids[chosen[-1]])
+    (folder / f"{bad_id}-9.png").write_bytes((folder / f"{bad_id}-0.png").read_bytes()[:60])
+    return files + 1, [{"file": f"{bad_id}-9.png", "why": "unreadable image"}]
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()

@@ -58,6 +58,7 @@ def test_bad_files_and_duplicate_keys_are_quarantined_and_reconciled(data, local
     readings.mkdir(exist_ok=True)
     shutil.copy(demo / "readings.csv", readings / "a.csv")
     (readings / "b.csv").write_bytes("entity_id,day,usage\n7,1,caf\xe9\n".encode("latin-1"))  # not UTF-8
+    (readings / "c.csv").write_text("entity_id,day,usage\n7,1\n7,2,3.0,9\n8,3,4.5\n")  # 2 broken rows, 1 good
     profiles = data / "profiles.csv"
     profiles.write_text((demo / "profiles.csv").read_text() + '"5","33","pro","2.0","1"\n')  # key 5 twice
 
@@ -73,10 +74,31 @@ def test_bad_files_and_duplicate_keys_are_quarantined_and_reconciled(data, local
     assert any(r.startswith("part-1.parquet:malformed file: unreadable parquet") for r in reasons)
     assert "part-2.parquet:malformed file: empty file" in reasons
     assert any(r.startswith("b.csv:malformed file: not UTF-8 text") for r in reasons)
+    broken = q[q["file"].str.endswith("c.csv")]
+    assert sorted(broken["reason"]) == [
+        "malformed CSV row: expected 3 columns, got 2",
+        "malformed CSV row: expected 3 columns, got 4",
+    ]
+    assert sorted(broken["record"]) == ["7,1", "7,2,3.0,9"]
     dup = q[q["reason"].str.startswith("entity_id: duplicate value 5 (2 records)")]
     assert len(dup) == 2 and dup["record"].str.contains('"entity_id": 5').all()
     table = pd.read_parquet(version.table_path)
     assert 5 not in set(table["entity_id"])  # an ambiguous label is not trained on
+
+    # Text and images (planted by the generator: a latin-1 ticket file, a ticket file named for nobody, a
+    # truncated PNG) are quarantined with their reasons; the rest become per-customer features.
+    tickets, scans = q[q["source"] == "tickets"], q[q["source"] == "scans"]
+    assert m["sources"]["tickets"]["bad_files"] == 1 and tickets["reason"].str.contains("not UTF-8 text").sum() == 1
+    assert (tickets["file"].str.endswith("unassigned.txt") & (tickets["reason"] == "entity_id: missing")).sum() == 1
+    assert (scans["reason"].str.startswith("malformed file: unreadable image")).sum() == 1
+    assert 0 < table["n_tickets"].sum() <= m["sources"]["tickets"]["ok"]
+    assert 0 < table["n_scans"].sum() <= m["sources"]["scans"]["ok"]
+    scanned = table[table["n_scans"] > 0]
+    assert (
+        scanned["mean_scan_brightness"].between(0, 1).all()
+        and table.loc[table["n_scans"] == 0, "mean_scan_brightness"].isna().all()
+    )
+    assert table["recent_usage_trend"].notna().mean() > 0.9 and (table["last_usage"] > 0).mean() > 0.9
 
     profile = json.loads(Path(version.profile_path).read_text())
     assert profile["rows"] == len(table) and 0 < profile["label_rate"] < 1

@@ -82,6 +82,16 @@ def test_nested_field_path(tmp_path):
             "{name: total_spend, agg: sum, column: price}",
             "column 'price' is not one of the source's fields",
         ),
+        # text and image sources: whose file it is must come from its path; fields must be readable
+        ("      path_fields: '(?P<entity_id>\\d+)\\.txt$'", "", "a text source needs `path_fields`"),
+        ("(?P<entity_id>\\d+)\\.txt$", "(?P<entity_id>\\d+\\.txt$", "is not a valid regular expression"),
+        ("width: {type: int, min: 8}", "pixels: {type: int, min: 8}", r"fields \['pixels'\] are neither read"),
+        ("window: 3}", "window: -3}", r"window"),
+        (
+            "{name: last_usage, agg: last, column: usage, time_column: day}",
+            "{name: last_usage, agg: last, column: usage}",
+            "agg 'last' needs `time_column`",
+        ),
     ],
 )
 def test_bad_values(tmp_path, old, new, message):

@@ -152,7 +152,8 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec], now: fl
             records[bad] = batch[RECORD].to_numpy(dtype=object)[bad]
         else:
             raw_cols = [c for c in batch.columns if not str(c).startswith("__")]
-            rows = batch.loc[bad, raw_cols].to_dict("records")
+            raw = batch.loc[bad, raw_cols].astype(object)
+            rows = raw.where(raw.notna(), None).to_dict("records")  # NaN is not JSON: null
             records[bad] = [json.dumps(r, default=_json_default) for r in rows]
     frame = pd.DataFrame(out, index=batch.index)
     frame[REASON] = reasons.astype(str)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import io
 import json
 import logging
 import os
@@ -166,11 +167,13 @@ def _probe(row: dict[str, Any], fmt: str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     path = row["path"]
-    reason = ""
+    reason, bad_rows = "", []
     try:
         fs, inner = _filesystem(path)
         if fs.get_file_info(inner).size == 0:
             reason = "empty file"
+        elif fmt == "image":
+            pass  # decoded once, by the reader: an unreadable image is quarantined as its record
         elif fmt == "parquet":
             with fs.open_input_file(inner) as f:
                 meta = pq.ParquetFile(f).metadata  # a truncated file has no valid footer
@@ -188,22 +191,52 @@ def _probe(row: dict[str, Any], fmt: str) -> dict[str, Any]:
                         ) from None
                     offset += len(chunk)
                 decoder.decode(b"", final=True)
+            if fmt == "csv":
+                bad_rows = _bad_csv_rows(fs, inner)
     except UnicodeDecodeError as exc:
         reason = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
     except (OSError, pa.ArrowException) as exc:
         reason = f"unreadable {fmt}: {exc}"
-    return {"path": path, "reason": reason[:500]}
+    return {"path": path, "reason": reason[:500], "bad_rows": json.dumps(bad_rows)}
 
 
-def _readable(source: SourceSpec, files: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, str]]]:
-    """Split a source's files into readable paths and (path, reason) of malformed ones, probed in parallel."""
+def _bad_csv_rows(fs, path: str) -> list[dict[str, Any]]:
+    """Rows of a CSV file whose number of columns is not the header's, which pyarrow's reader (and so Ray's)
+    would otherwise fail the whole file on. The reader skips them (`_skip_row`); the quarantine gets them."""
+    bad: list[dict[str, Any]] = []
+
+    def collect(row) -> str:
+        bad.append({"expected": row.expected_columns, "actual": row.actual_columns, "text": row.text})
+        return "skip"
+
+    with fs.open_input_stream(path) as f:
+        reader = pacsv.open_csv(
+            f,
+            parse_options=pacsv.ParseOptions(invalid_row_handler=collect),
+            # Converting one column is enough: the row check happens while parsing, before conversion.
+            convert_options=pacsv.ConvertOptions(include_columns=["__none__"], include_missing_columns=True),
+        )
+        for _ in reader:
+            pass
+    return bad
+
+
+def _skip_row(row) -> str:
+    return "skip"  # counted and quarantined by the probe (_bad_csv_rows)
+
+
+def _readable(
+    source: SourceSpec, files: list[dict[str, Any]]
+) -> tuple[list[str], list[dict[str, str]], list[dict[str, Any]]]:
+    """Probe a source's files in parallel: (readable paths, malformed files with their reason, bad CSV rows)."""
     import ray.data
 
     probed = ray.data.from_items([{"path": f["path"]} for f in files]).map(_probe, fn_kwargs={"fmt": source.format})
-    results = {r["path"]: r["reason"] for r in probed.take_all()}
-    good = [f["path"] for f in files if not results[f["path"]]]
-    bad = [{"path": p, "reason": r} for p, r in sorted(results.items()) if r]
-    return good, bad
+    results = {r["path"]: r for r in probed.take_all()}
+    good = [f["path"] for f in files if not results[f["path"]]["reason"]]
+    bad = [{"path": p, "reason": r["reason"]} for p, r in sorted(results.items()) if r["reason"]]
+    rows = [{"path": p, **row} for p in good for row in json.loads(results[p]["bad_rows"])]
+    return good, bad, rows
 
 
 def _read_and_check(source: SourceSpec, paths: list[str]):
@@ -218,24 +251,73 @@ def _read_and_check(source: SourceSpec, paths: list[str]):
             include_missing_columns=True,
             strings_can_be_null=False,
         )
-        ds = ray.data.read_csv(paths, convert_options=convert, include_paths=True)
+        parse = pacsv.ParseOptions(invalid_row_handler=_skip_row)
+        ds = ray.data.read_csv(paths, convert_options=convert, parse_options=parse, include_paths=True)
     elif source.format == "jsonl":
         # Line by line, so that one broken line is quarantined instead of failing the whole file.
         ds = ray.data.read_text(paths, include_paths=True)
+    elif source.format == "text" and source.text_unit == "line":
+        ds = ray.data.read_text(paths, include_paths=True)  # empty lines are not documents
+    elif source.format in ("text", "image"):
+        ds = ray.data.read_binary_files(paths, include_paths=True)
     else:
         ds = ray.data.read_parquet(paths, columns=list(source.fields), include_paths=True)
-    return ds.map_batches(
-        _check, batch_format="pandas", fn_kwargs={"fields": source.fields, "json_lines": source.format == "jsonl"}
+    return ds.map_batches(_check, batch_format="pandas", fn_kwargs={"source": source})
+
+
+def _check(batch: pd.DataFrame, source: SourceSpec) -> pd.DataFrame:
+    if source.format == "jsonl":
+        raw = parse_json_lines(batch["text"], source.fields)
+        raw[FILE] = batch["path"].astype(str).to_numpy()
+    elif source.format == "text":
+        docs = batch["text"] if "text" in batch else batch["bytes"].map(lambda b: b.decode("utf-8"))  # probed
+        raw = _text_fields(docs)
+    elif source.format == "image":
+        raw = pd.DataFrame([_image_fields(b) for b in batch["bytes"]], index=batch.index)
+    else:
+        raw = batch.rename(columns={"path": FILE})
+    if source.path_fields:
+        paths = batch["path"].astype(str)
+        raw = pd.concat([raw, paths.str.extract(source.path_fields, expand=True)], axis=1)
+        raw[FILE] = paths.to_numpy()
+    return validate_batch(raw, source.fields)
+
+
+def _text_fields(docs: pd.Series) -> pd.DataFrame:
+    """What a model can use of a document: its length in characters, whitespace tokens and lines."""
+    docs = docs.astype("string")  # also gives an empty batch the .str accessor
+    return pd.DataFrame(
+        {
+            "chars": docs.str.len(),
+            "tokens": docs.str.count(r"\S+"),
+            "lines": docs.str.count("\n") + (~docs.str.endswith("\n")).astype(int),
+        },
+        index=docs.index,
     )
 
 
-def _check(batch: pd.DataFrame, fields, json_lines: bool) -> pd.DataFrame:
-    if json_lines:
-        raw = parse_json_lines(batch["text"], fields)
-        raw[FILE] = batch["path"].astype(str).to_numpy()
-    else:
-        raw = batch.rename(columns={"path": FILE})
-    return validate_batch(raw, fields)
+def _image_fields(data: bytes) -> dict[str, Any]:
+    """Size, channels, mean brightness and contrast (std of the grey levels) on a 0..1 scale.
+
+    A file Pillow cannot decode gets a reason instead, so it is quarantined as its own record.
+    """
+    import PIL.Image
+    import PIL.ImageStat
+
+    try:
+        with PIL.Image.open(io.BytesIO(data)) as img:
+            img.load()
+            grey = PIL.ImageStat.Stat(img.convert("L"))
+            return {
+                "width": img.width,
+                "height": img.height,
+                "channels": len(img.getbands()),
+                "brightness": grey.mean[0] / 255,
+                "contrast": grey.stddev[0] / 255,
+                REASON: "",
+            }
+    except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
+        return {REASON: f"malformed file: unreadable image: {exc}"[:500]}
 
 
 # ------------------------------------------------------------------------------------- transforming
@@ -267,6 +349,21 @@ def _bad_files_frame(source: str, bad_files: list[dict[str, str]]) -> pd.DataFra
             "file": pd.Series([b["path"] for b in bad_files], dtype="string"),
             "reason": pd.Series([f"malformed file: {b['reason']}" for b in bad_files], dtype="string"),
             "record": pd.Series([""] * len(bad_files), dtype="string"),
+        }
+    )
+
+
+def _bad_rows_frame(source: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Quarantine rows for CSV rows that could not be parsed (wrong number of columns)."""
+    return pd.DataFrame(
+        {
+            "source": pd.Series([source] * len(rows), dtype="string"),
+            "file": pd.Series([r["path"] for r in rows], dtype="string"),
+            "reason": pd.Series(
+                [f"malformed CSV row: expected {r['expected']} columns, got {r['actual']}" for r in rows],
+                dtype="string",
+            ),
+            "record": pd.Series([r["text"] for r in rows], dtype="string"),
         }
     )
 
@@ -321,116 +418,121 @@ def _quarantine_duplicates(checked, field: str):
 # Measured on the demo data (2 CPUs): 3 groupbys + 3 hash joins took 25.6 s, this takes a fraction.
 
 
-def _wide_columns(cfg: DataConfig, features: list[str]) -> dict[str, list[tuple[str, str, str | None]]]:
-    """Per source: (wide column, how, argument) with how in {"field", "one", "x*y"}."""
+def _wide_columns(cfg: DataConfig, features: list[str]) -> dict[str, list[tuple[str, str | None]]]:
+    """Per source: (wide column, source field) pairs; field None is the record-count column (1 per record)."""
     base = cfg.base_source
-    plan: dict[str, list[tuple[str, str, str | None]]] = {}
-    plan[base.name] = [(f"{base.name}__{f}", "field", f) for f in [*features, cfg.label] if f in base.fields]
-    plan[base.name].append((f"{base.name}__row", "one", None))
+    plan = {base.name: [(f"{base.name}__{f}", f) for f in [*features, cfg.label] if f in base.fields]}
+    plan[base.name].append((f"{base.name}__row", None))
     for source in cfg.sources:
-        if source is base:
-            continue
-        cols: list[tuple[str, str, str | None]] = [(f"{source.name}__row", "one", None)]
-        for col in sorted({f.column for f in source.features if f.column}):
-            cols.append((f"{source.name}__{col}", "field", col))
-        for f in source.features:
-            if f.agg == "slope":
-                x, y = f.time_column, f.column
-                cols += [
-                    (f"{source.name}__{f.name}__x", "field", x),
-                    (f"{source.name}__{f.name}__y", "field", y),
-                    (f"{source.name}__{f.name}__xy", "x*y", f"{x}*{y}"),
-                    (f"{source.name}__{f.name}__xx", "x*y", f"{x}*{x}"),
-                ]
-        plan[source.name] = cols
+        if source is not base:
+            used = {c for f in source.features for c in (f.column, f.time_column) if c}
+            plan[source.name] = [(f"{source.name}__row", None), *((f"{source.name}__{c}", c) for c in sorted(used))]
     return plan
 
 
 def _project(
     batch: pd.DataFrame,
     key: str,
-    mine: list[tuple[str, str, str | None]],
+    mine: list[tuple[str, str | None]],
     all_columns: list[str],
     categories: dict[str, list[Any]],
 ) -> pa.Table:
     """Good records of one source on the wide schema; categoricals become their index in `allowed`."""
     good = batch.loc[batch[REASON] == ""]
-    n = len(good)
-
-    def field(name: str) -> np.ndarray:
+    values = {}
+    for wide, name in mine:
+        if name is None:
+            values[wide] = np.ones(len(good))
+            continue
         col = good[name]
         if name in categories:
             col = col.map({v: float(i) for i, v in enumerate(categories[name])})
-        return col.astype("float64").to_numpy()
-
+        values[wide] = col.astype("float64").to_numpy()
     out: dict[str, Any] = {key: pa.array(good[key].astype("int64").to_numpy())}
-    values = {}
-    for wide, how, arg in mine:
-        if how == "field":
-            values[wide] = field(arg)
-        elif how == "one":
-            values[wide] = np.ones(n)
-        else:
-            a, b = arg.split("*")
-            values[wide] = field(a) * field(b)
     for wide in all_columns:
         # from_pandas semantics: NaN becomes null, which every aggregation below ignores.
-        out[wide] = pa.array(values[wide] if wide in values else np.full(n, np.nan), pa.float64(), from_pandas=True)
+        fill = np.full(len(good), np.nan)
+        out[wide] = pa.array(values.get(wide, fill), pa.float64(), from_pandas=True)
     return pa.table(out)
 
 
-def _aggregations(cfg: DataConfig, features: list[str]) -> list[tuple[str, str, str]]:
-    """(output column, wide column, pandas groupby reduction) for every per-key value the table needs."""
+@dataclass(frozen=True)
+class _Agg:
+    """One per-key output column: `how` over the wide column `column`, in a `window` of `time`."""
+
+    out: str
+    column: str
+    how: str
+    time: str | None = None
+    window: float | None = None
+
+
+def _aggregations(cfg: DataConfig, features: list[str]) -> list[_Agg]:
     base = cfg.base_source
     # The base source has one row per key, so the max of a base column is that row's value.
-    aggs = [(f, f"{base.name}__{f}", "max") for f in [*features, cfg.label] if f in base.fields]
-    aggs.append(("__base_rows", f"{base.name}__row", "count"))
+    aggs = [_Agg(f, f"{base.name}__{f}", "max") for f in [*features, cfg.label] if f in base.fields]
+    aggs.append(_Agg("__base_rows", f"{base.name}__row", "count"))
     for source in cfg.sources:
         if source is base:
             continue
         for f in source.features:
-            if f.agg == "count":
-                aggs.append((f.name, f"{source.name}__row", "count"))
-            elif f.agg == "slope":
-                # Least-squares slope from sums, finished in _finalize.
-                aggs += [(f"{f.name}__{t}", f"{source.name}__{f.name}__{t}", "sum") for t in ("x", "y", "xy", "xx")]
-                aggs.append((f"{f.name}__n", f"{source.name}__{f.name}__x", "count"))
-            else:
-                aggs.append((f.name, f"{source.name}__{f.column}", f.agg))
+            column = f"{source.name}__{f.column}" if f.agg != "count" else f"{source.name}__row"
+            time_column = f"{source.name}__{f.time_column}" if f.time_column else None
+            aggs.append(_Agg(f.name, column, f.agg, time_column, f.window))
     return aggs
 
 
-def _aggregate_partition(batch: pd.DataFrame, key: str, aggs: list[tuple[str, str, str]]) -> pd.DataFrame:
+def _aggregate_partition(batch: pd.DataFrame, key: str, aggs: list[_Agg]) -> pd.DataFrame:
     """Every feature of the keys in one hash partition (a partition holds all rows of its keys).
 
     Why not Ray's ``groupby().aggregate()``: it merges partial sums in the order blocks arrive, so a float
     sum differs in its last bits with the number of workers, the block size or the node count, and so
     would the content fingerprint. Here each key's rows are put in a canonical order first (key, then a
     hash of the whole row), so every sum, mean and std is computed in the same order wherever it runs.
-    It is also vectorized (one pandas groupby per partition, not a Python call per key).
+    It is also vectorized (pandas groupbys per partition, not a Python call per key), and a window or a
+    "last value" is a mask or a sort away.
     """
     if batch.empty:
-        empty = {o: pd.Series([], dtype="float64") for o, _, _ in aggs}
+        empty = {a.out: pd.Series([], dtype="float64") for a in aggs}
         return pd.DataFrame({key: pd.Series([], dtype="int64"), **empty})
     row_hash = pd.util.hash_pandas_object(batch[sorted(batch.columns)], index=False).to_numpy()
-    batch = batch.iloc[np.lexsort((row_hash, batch[key].to_numpy()))]
-    grouped = batch.groupby(key, sort=True)
-    out = pd.DataFrame({o: getattr(grouped[col], how)() for o, col, how in aggs}).astype("float64")
-    return out.rename_axis(key).reset_index()
+    batch = batch.iloc[np.lexsort((row_hash, batch[key].to_numpy()))].reset_index(drop=True)
+    keys = batch[key]
+    out = pd.DataFrame(index=pd.Index(keys.unique(), name=key))
+    for a in aggs:
+        values = batch[a.column]
+        t = batch[a.time] if a.time else None
+        if a.window is not None:
+            latest = t.groupby(keys).transform("max")
+            values = values.where(t >= latest - a.window)
+        if a.how == "slope":
+            out[a.out] = _slope(keys, t, values)
+        elif a.how == "last":
+            # Stable sort by time keeps the canonical order among equal times, so ties resolve the same way.
+            rows = pd.DataFrame({"k": keys, "t": t, "v": values}).dropna().sort_values("t", kind="stable")
+            out[a.out] = rows.drop_duplicates("k", keep="last").set_index("k")["v"]
+        else:
+            out[a.out] = getattr(values.groupby(keys, sort=False), a.how)()
+    return out.astype("float64").reset_index()
 
 
-def _finalize(
-    batch: pd.DataFrame, key: str, label: str, features: list[str], zero_fill: list[str], slopes: list[str]
-) -> pd.DataFrame:
-    """Keys with a valid base record only; slopes from their sums; fixed column order and dtypes.
+def _slope(keys: pd.Series, t: pd.Series, y: pd.Series) -> pd.Series:
+    """Least-squares slope of y over t per key (centered, so large time values do not cancel out)."""
+    ok = t.notna() & y.notna()
+    k, t, y = keys[ok], t[ok], y[ok]
+    dt = t - t.groupby(k).transform("mean")
+    dy = y - y.groupby(k).transform("mean")
+    sxx = (dt * dt).groupby(k).sum()
+    sxy = (dt * dy).groupby(k).sum()
+    return (sxy / sxx).where(sxx > 0)
+
+
+def _finalize(batch: pd.DataFrame, key: str, label: str, features: list[str], zero_fill: list[str]) -> pd.DataFrame:
+    """Keys with a valid base record only; fixed column order and dtypes.
 
     A key with no events has a count of 0, not a missing count.
     """
     batch = batch.loc[batch["__base_rows"].fillna(0) == 1]  # duplicated keys went to quarantine
-    for name in slopes:
-        n, sx, sy, sxy, sxx = (batch[f"{name}__{t}"].astype("float64") for t in ("n", "x", "y", "xy", "xx"))
-        denom = n * sxx - sx * sx
-        batch = batch.assign(**{name: np.where(denom > 0, (n * sxy - sx * sy) / denom.where(denom > 0, 1.0), np.nan)})
     out = pd.DataFrame({key: batch[key].astype("int64")})
     for f in features:
         col = batch[f].astype("float64")
@@ -488,13 +590,16 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
     reconciliation: dict[str, dict[str, int]] = {}
     bad_parts, wide_parts, checked_by_source = [], [], {}
     plan = _wide_columns(cfg, features)
-    all_columns = [wide for cols in plan.values() for wide, _, _ in cols]
+    all_columns = [wide for cols in plan.values() for wide, _ in cols]
     base = cfg.base_source
     for source in cfg.sources:
-        paths, bad_files = _readable(source, files[source.name])
+        paths, bad_files, bad_rows = _readable(source, files[source.name])
         if bad_files:
             bad_parts.append(ray_data().from_pandas(_bad_files_frame(source.name, bad_files)))
-        r = {"in": len(bad_files), "ok": 0, "quarantined": len(bad_files), "bad_files": len(bad_files)}
+        if bad_rows:
+            bad_parts.append(ray_data().from_pandas(_bad_rows_frame(source.name, bad_rows)))
+        n = len(bad_files) + len(bad_rows)
+        r = {"in": n, "ok": 0, "quarantined": n, "bad_files": len(bad_files)}
         reconciliation[source.name] = r
         if not paths:
             continue
@@ -570,7 +675,6 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
             )
 
     zero_fill = [f.name for src in cfg.sources for f in src.features if f.agg in ("count", "sum")]
-    slopes = [f.name for src in cfg.sources for f in src.features if f.agg == "slope"]
     table = aggregated.map_batches(
         _finalize,
         batch_format="pandas",
@@ -579,7 +683,6 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
             "label": cfg.label,
             "features": features,
             "zero_fill": zero_fill,
-            "slopes": slopes,
         },
     ).materialize()
     schema = ",".join([cfg.key, *features, cfg.label])
