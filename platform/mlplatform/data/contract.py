@@ -31,15 +31,28 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
+def _mixed(raw: pd.Series) -> bool:
+    """Whether a column may hold Python objects of any type (parsed JSON), not one typed array (CSV as text,
+    Parquet). Only mixed columns need the per-value checks below; typed ones stay vectorized."""
+    return raw.dtype == object
+
+
 def _is_null(raw: pd.Series) -> np.ndarray:
     null = raw.isna().to_numpy()
+    if pd.api.types.is_numeric_dtype(raw.dtype) or pd.api.types.is_bool_dtype(raw.dtype):
+        return null
     as_str = raw.astype(str).str.strip()
     return null | (as_str == "").to_numpy() | as_str.str.lower().isin(["nan", "null", "none"]).to_numpy()
 
 
 def _timestamps(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Epoch seconds (UTC) from ISO 8601 text or numbers; naive times are taken as UTC."""
-    numeric = raw.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).to_numpy(dtype=bool)
+    if _mixed(raw):
+        numeric = raw.map(lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)).to_numpy(dtype=bool)
+    else:
+        numeric = np.full(
+            len(raw), pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype)
+        )
     out = pd.Series(np.nan, index=raw.index, dtype="float64")
     if numeric.any():
         out[numeric] = pd.to_numeric(raw[numeric], errors="coerce").astype("float64")
@@ -63,13 +76,15 @@ def _cast(raw: pd.Series, spec: FieldSpec) -> tuple[pd.Series, np.ndarray]:
         bad = num.isna().to_numpy() | ~np.isfinite(num.fillna(0).to_numpy())
         if spec.type == "int":
             bad |= (num.fillna(0) % 1 != 0).to_numpy()
-        # A JSON boolean is not a number even though Python says so.
-        bad |= raw.map(lambda v: isinstance(v, bool)).to_numpy(dtype=bool)
+        if _mixed(raw):  # a JSON boolean is not a number even though Python says so
+            bad |= raw.map(lambda v: isinstance(v, bool)).to_numpy(dtype=bool)
         return num, bad
     if spec.type == "bool":
         low = raw.map(lambda v: str(v).strip().lower())
         typed = low.map(lambda v: True if v in _TRUE else (False if v in _FALSE else None))
         return typed, typed.isna().to_numpy()
+    if not _mixed(raw):
+        return raw.astype("string"), np.zeros(len(raw), dtype=bool)
     typed = raw.map(lambda v: v if isinstance(v, str) else (None if v is None else str(v)))
     bad = raw.map(lambda v: isinstance(v, (dict, list))).to_numpy(dtype=bool)
     return typed, bad
@@ -96,11 +111,17 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec], now: fl
     unparsed = reasons != ""
     out: dict[str, Any] = {}
 
-    def flag(mask: np.ndarray, messages: pd.Series | str) -> None:
+    def flag(mask: np.ndarray, message: str, shown: pd.Series | None = None, after: str = "", how: Any = repr) -> None:
+        """Add `message` + how(value of `shown`) + `after` to the reason of the masked records.
+
+        Messages are formatted for the failing records only: on clean data the contract stays vectorized.
+        """
         mask = mask & ~unparsed
         if not mask.any():
             return
-        msg = messages[mask].to_numpy(dtype=object) if isinstance(messages, pd.Series) else messages
+        msg: Any = message
+        if shown is not None:
+            msg = np.array([f"{message}{how(v)}{after}" for v in shown[mask]], dtype=object)
         reasons[mask] = np.where(reasons[mask] == "", msg, reasons[mask] + "; " + msg)
 
     for name, spec in fields.items():
@@ -110,30 +131,25 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec], now: fl
         bad_type = bad_type & ~null
         if spec.required:
             flag(null, f"{name}: missing")
-        flag(bad_type, f"{name}: expected {spec.type}, got " + raw.map(repr))
+        flag(bad_type, f"{name}: expected {spec.type}, got ", raw)
         ok = ~null & ~bad_type
         if spec.min is not None:
-            flag(
-                ok & (typed.fillna(spec.min) < spec.min).to_numpy(), f"{name}: " + raw.map(str) + f" < min {spec.min:g}"
-            )
+            flag(ok & (typed.fillna(spec.min) < spec.min).to_numpy(), f"{name}: ", raw, f" < min {spec.min:g}", str)
         if spec.max is not None:
-            flag(
-                ok & (typed.fillna(spec.max) > spec.max).to_numpy(), f"{name}: " + raw.map(str) + f" > max {spec.max:g}"
-            )
+            flag(ok & (typed.fillna(spec.max) > spec.max).to_numpy(), f"{name}: ", raw, f" > max {spec.max:g}", str)
         if spec.pattern is not None:
             regex = re.compile(spec.pattern)
             mismatch = ok & ~typed.map(lambda v, r=regex: isinstance(v, str) and r.fullmatch(v) is not None).to_numpy(
                 dtype=bool
             )
-            flag(mismatch, f"{name}: " + raw.map(repr) + f" does not match pattern {spec.pattern!r}")
+            flag(mismatch, f"{name}: ", raw, f" does not match pattern {spec.pattern!r}")
         if spec.max_age_days is not None:
             oldest = (time.time() if now is None else now) - spec.max_age_days * 86400
             stale = ok & (typed.fillna(oldest) < oldest).to_numpy()
-            flag(stale, f"{name}: " + raw.map(str) + f" is older than max_age_days {spec.max_age_days:g}")
+            flag(stale, f"{name}: ", raw, f" is older than max_age_days {spec.max_age_days:g}", str)
         if spec.allowed is not None:
-            allowed = set(spec.allowed)
-            outside = ok & ~typed.map(lambda v, a=allowed: v in a).to_numpy(dtype=bool)
-            flag(outside, f"{name}: " + raw.map(repr) + f" not in allowed {sorted(map(str, allowed))}")
+            outside = ok & ~typed.isin(list(spec.allowed)).fillna(False).to_numpy(dtype=bool)
+            flag(outside, f"{name}: ", raw, f" not in allowed {sorted(map(str, spec.allowed))}")
         # Nullable dtypes keep every batch's schema identical whether or not it holds a bad value.
         if spec.type == "int":
             typed = typed.where(ok).round().astype("Int64")

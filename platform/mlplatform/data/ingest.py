@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from mlplatform.config import DataConfig, SourceSpec
@@ -45,6 +46,8 @@ __all__ = ["DatasetVersion", "ingest", "load_version", "feature_columns"]
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+CHECK_BLOCK_ROWS = 100_000
+QUARANTINE_BLOCK_ROWS = 1_000_000
 PROFILE = "profile.json"
 
 
@@ -262,10 +265,13 @@ def _read_and_check(source: SourceSpec, paths: list[str]):
         ds = ray.data.read_binary_files(paths, include_paths=True)
     else:
         ds = ray.data.read_parquet(paths, columns=list(source.fields), include_paths=True)
+    # A reader makes one task (and blocks of up to 128 MiB) per file, so a source in one big file would be
+    # checked on one core: smaller blocks let the contract run on every core whatever the file layout.
+    ds = ds.repartition(target_num_rows_per_block=CHECK_BLOCK_ROWS, strict=True)
     return ds.map_batches(_check, batch_format="pandas", fn_kwargs={"source": source})
 
 
-def _check(batch: pd.DataFrame, source: SourceSpec) -> pd.DataFrame:
+def _check(batch: pd.DataFrame, source: SourceSpec) -> pa.Table:
     if source.format == "jsonl":
         raw = parse_json_lines(batch["text"], source.fields)
         raw[FILE] = batch["path"].astype(str).to_numpy()
@@ -280,7 +286,8 @@ def _check(batch: pd.DataFrame, source: SourceSpec) -> pd.DataFrame:
         paths = batch["path"].astype(str)
         raw = pd.concat([raw, paths.str.extract(source.path_fields, expand=True)], axis=1)
         raw[FILE] = paths.to_numpy()
-    return validate_batch(raw, source.fields)
+    # Arrow out: every later step (quarantine, projection) works on Arrow without converting again.
+    return pa.Table.from_pandas(validate_batch(raw, source.fields), preserve_index=False)
 
 
 def _text_fields(docs: pd.Series) -> pd.DataFrame:
@@ -323,15 +330,30 @@ def _image_fields(data: bytes) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- transforming
 
 
-def _bad(batch: pd.DataFrame, source: str) -> pd.DataFrame:
-    bad = batch.loc[batch[REASON] != ""]
-    return pd.DataFrame(
-        {
-            "source": pd.Series([source] * len(bad), dtype="string"),
-            "file": bad[FILE].astype("string").to_numpy() if FILE in bad else pd.NA,
-            "reason": bad[REASON].astype("string").to_numpy(),
-            "record": bad[RECORD].astype("string").to_numpy(),
-        }
+#: Every quarantine part has this schema, so that the parts union and read back as one table.
+QUARANTINE_SCHEMA = pa.schema(
+    [("source", pa.string()), ("file", pa.string()), ("reason", pa.string()), ("record", pa.string())]
+)
+
+
+def _quarantine(source: str, files: Any, reasons: Any, records: Any) -> pa.Table:
+    files, reasons, records = (
+        pa.array(c, pa.string()) if not isinstance(c, pa.Array) else c for c in (files, reasons, records)
+    )
+    return pa.Table.from_arrays(
+        [pa.array([source] * len(reasons), pa.string()), files, reasons, records], schema=QUARANTINE_SCHEMA
+    )
+
+
+def _bad(batch: pa.Table, source: str) -> pa.Table:
+    """The records of a checked batch that failed the contract, as quarantine rows (Arrow: no pandas trip)."""
+    bad = batch.filter(pc.not_equal(batch[REASON], ""))
+    files = bad[FILE].combine_chunks().cast(pa.string()) if FILE in bad.column_names else [None] * bad.num_rows
+    return _quarantine(
+        source,
+        files,
+        bad[REASON].combine_chunks().cast(pa.string()),
+        bad[RECORD].combine_chunks().cast(pa.string()),
     )
 
 
@@ -341,48 +363,37 @@ def ray_data():
     return ray.data
 
 
-def _bad_files_frame(source: str, bad_files: list[dict[str, str]]) -> pd.DataFrame:
+def _bad_files_frame(source: str, bad_files: list[dict[str, str]]) -> pa.Table:
     """Quarantine rows for files that could not be read at all (one row per file, no record)."""
-    return pd.DataFrame(
-        {
-            "source": pd.Series([source] * len(bad_files), dtype="string"),
-            "file": pd.Series([b["path"] for b in bad_files], dtype="string"),
-            "reason": pd.Series([f"malformed file: {b['reason']}" for b in bad_files], dtype="string"),
-            "record": pd.Series([""] * len(bad_files), dtype="string"),
-        }
+    return _quarantine(
+        source,
+        [b["path"] for b in bad_files],
+        [f"malformed file: {b['reason']}" for b in bad_files],
+        [""] * len(bad_files),
     )
 
 
-def _bad_rows_frame(source: str, rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _bad_rows_frame(source: str, rows: list[dict[str, Any]]) -> pa.Table:
     """Quarantine rows for CSV rows that could not be parsed (wrong number of columns)."""
-    return pd.DataFrame(
-        {
-            "source": pd.Series([source] * len(rows), dtype="string"),
-            "file": pd.Series([r["path"] for r in rows], dtype="string"),
-            "reason": pd.Series(
-                [f"malformed CSV row: expected {r['expected']} columns, got {r['actual']}" for r in rows],
-                dtype="string",
-            ),
-            "record": pd.Series([r["text"] for r in rows], dtype="string"),
-        }
+    return _quarantine(
+        source,
+        [r["path"] for r in rows],
+        [f"malformed CSV row: expected {r['expected']} columns, got {r['actual']}" for r in rows],
+        [r["text"] for r in rows],
     )
 
 
-def _duplicate_records(batch: pd.DataFrame, source: str, field: str, counts: dict[int, int]) -> pd.DataFrame:
+def _duplicate_records(batch: pd.DataFrame, source: str, field: str, counts: dict[int, int]) -> pa.Table:
     """The valid records of `batch` whose `field` value is duplicated, as quarantine rows."""
     good = batch.loc[batch[REASON] == ""]
     values = good[field].astype("Int64")
     hit = good.loc[values.isin(list(counts)).fillna(False).to_numpy()]
     raw = hit.drop(columns=[c for c in hit.columns if str(c).startswith("__")])
-    return pd.DataFrame(
-        {
-            "source": pd.Series([source] * len(hit), dtype="string"),
-            "file": hit[FILE].astype("string").to_numpy() if FILE in hit else pd.NA,
-            "reason": pd.Series(
-                [f"{field}: duplicate value {int(v)} ({counts[int(v)]} records)" for v in hit[field]], dtype="string"
-            ),
-            "record": pd.Series([json.dumps(r, default=str) for r in raw.to_dict("records")], dtype="string"),
-        }
+    return _quarantine(
+        source,
+        hit[FILE].astype(str).tolist() if FILE in hit else [None] * len(hit),
+        [f"{field}: duplicate value {int(v)} ({counts[int(v)]} records)" for v in hit[field]],
+        [json.dumps(r, default=str) for r in raw.to_dict("records")],
     )
 
 
@@ -431,28 +442,28 @@ def _wide_columns(cfg: DataConfig, features: list[str]) -> dict[str, list[tuple[
 
 
 def _project(
-    batch: pd.DataFrame,
+    batch: pa.Table,
     key: str,
     mine: list[tuple[str, str | None]],
     all_columns: list[str],
     categories: dict[str, list[Any]],
 ) -> pa.Table:
-    """Good records of one source on the wide schema; categoricals become their index in `allowed`."""
-    good = batch.loc[batch[REASON] == ""]
-    values = {}
+    """Good records of one source on the wide schema (Arrow, zero-copy where it can); a categorical becomes
+    its index in `allowed`; columns of other sources are null, which every aggregation ignores."""
+    good = batch.filter(pc.equal(batch[REASON], ""))
+    n = good.num_rows
+    values: dict[str, Any] = {}
     for wide, name in mine:
         if name is None:
-            values[wide] = np.ones(len(good))
+            values[wide] = pa.array(np.ones(n))
             continue
         col = good[name]
         if name in categories:
-            col = col.map({v: float(i) for i, v in enumerate(categories[name])})
-        values[wide] = col.astype("float64").to_numpy()
-    out: dict[str, Any] = {key: pa.array(good[key].astype("int64").to_numpy())}
+            col = pc.index_in(col, value_set=pa.array(categories[name]))
+        values[wide] = col.cast(pa.float64())
+    out: dict[str, Any] = {key: good[key].cast(pa.int64())}
     for wide in all_columns:
-        # from_pandas semantics: NaN becomes null, which every aggregation below ignores.
-        fill = np.full(len(good), np.nan)
-        out[wide] = pa.array(values.get(wide, fill), pa.float64(), from_pandas=True)
+        out[wide] = values[wide] if wide in values else pa.nulls(n, pa.float64())
     return pa.table(out)
 
 
@@ -586,6 +597,13 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         return DatasetVersion(vdir, {**existing.manifest, "reused": True})
 
     started = time.time()
+    seconds: dict[str, float] = {}  # where the time goes, per step, in the manifest
+
+    def lap(step: str, since: float) -> float:
+        now = time.time()
+        seconds[step] = round(seconds.get(step, 0.0) + now - since, 2)
+        return now
+
     features = feature_columns(cfg)
     reconciliation: dict[str, dict[str, int]] = {}
     bad_parts, wide_parts, checked_by_source = [], [], {}
@@ -593,11 +611,13 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
     all_columns = [wide for cols in plan.values() for wide, _ in cols]
     base = cfg.base_source
     for source in cfg.sources:
+        t = time.time()
         paths, bad_files, bad_rows = _readable(source, files[source.name])
+        t = lap("probe files", t)
         if bad_files:
-            bad_parts.append(ray_data().from_pandas(_bad_files_frame(source.name, bad_files)))
+            bad_parts.append(ray_data().from_arrow(_bad_files_frame(source.name, bad_files)))
         if bad_rows:
-            bad_parts.append(ray_data().from_pandas(_bad_rows_frame(source.name, bad_rows)))
+            bad_parts.append(ray_data().from_arrow(_bad_rows_frame(source.name, bad_rows)))
         n = len(bad_files) + len(bad_rows)
         r = {"in": n, "ok": 0, "quarantined": n, "bad_files": len(bad_files)}
         reconciliation[source.name] = r
@@ -609,15 +629,17 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
             if spec.unique and not (source is base and name == cfg.key):
                 checked = _quarantine_duplicates(checked, name)
         checked_by_source[source.name] = checked
-        bad = checked.map_batches(_bad, batch_format="pandas", fn_kwargs={"source": source.name}).materialize()
+        t = lap("read and check", t)
+        bad = checked.map_batches(_bad, batch_format="pyarrow", fn_kwargs={"source": source.name}).materialize()
         total, n_bad = checked.count(), bad.count()
+        lap("collect quarantine", t)
         r.update({"in": r["in"] + total, "ok": total - n_bad, "quarantined": r["quarantined"] + n_bad})
         bad_parts.append(bad)
         categories = {n: list(s.allowed) for n, s in source.fields.items() if s.type == "str" and s.allowed}
         wide_parts.append(
             checked.map_batches(
                 _project,
-                batch_format="pandas",
+                batch_format="pyarrow",
                 fn_kwargs={
                     "key": cfg.key,
                     "mine": plan[source.name],
@@ -629,6 +651,7 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
     if base.name not in checked_by_source:
         raise DataContractError(f"source {base.name!r} (it holds the label) has no readable file: {files[base.name]}")
 
+    t = time.time()
     aggregated = (
         wide_parts[0]
         .union(*wide_parts[1:])
@@ -661,10 +684,14 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         bad_parts.append(dup)
         r = reconciliation[base.name]
         r.update({"ok": r["ok"] - n_dup, "quarantined": r["quarantined"] + n_dup})
+    t = lap("project, shuffle by key, aggregate", t)
 
     Path(vdir).mkdir(parents=True, exist_ok=True)
     quarantine = bad_parts[0].union(*bad_parts[1:]) if len(bad_parts) > 1 else bad_parts[0]
+    # Most checked blocks hold no bad record: without coalescing, each would be a tiny file and a task.
+    quarantine = quarantine.repartition(target_num_rows_per_block=QUARANTINE_BLOCK_ROWS, strict=True)
     quarantine.write_parquet(os.path.join(vdir, "quarantine"))
+    t = lap("write quarantine", t)
     for source in cfg.sources:
         r = reconciliation[source.name]
         if r["in"] and r["quarantined"] / r["in"] > source.max_bad_fraction:
@@ -686,10 +713,12 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         },
     ).materialize()
     schema = ",".join([cfg.key, *features, cfg.label])
+    fingerprint = _fingerprint(table, schema)
+    t = lap("finalize and fingerprint", t)
     manifest = {
         "name": cfg.name,
         "version": version,
-        "fingerprint": _fingerprint(table, schema),
+        "fingerprint": fingerprint,
         "rows": table.count(),
         "key": cfg.key,
         "label": cfg.label,
@@ -702,10 +731,13 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     table.write_parquet(os.path.join(vdir, "table"))
+    t = lap("write table", t)
     categorical = {n: list(spec.allowed) for n, spec in base.fields.items() if n in features and spec.type == "str"}
     stats = profile(table, features, cfg.label, categorical)
     Path(vdir, PROFILE).write_text(json.dumps(stats, indent=1), encoding="utf-8")
+    lap("profile", t)
     manifest["seconds"] = round(time.time() - started, 2)
+    manifest["seconds_by_step"] = seconds
     # The manifest is written last: its presence marks a complete version.
     Path(vdir, MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return DatasetVersion(vdir, manifest)

@@ -1,0 +1,83 @@
+"""s3:// sources: a real S3 API (moto's server) on this machine, configured the way a user configures AWS
+(the standard AWS_* variables), read through pyarrow's S3 filesystem by the same ingest as local files."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+
+import pyarrow.fs as pafs
+import pytest
+import ray
+from mlplatform.data.ingest import ingest
+from mlplatform.datasets import generate
+
+from tests.integration.test_ingest import spec
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                pytest.fail("moto's S3 server did not start")
+            time.sleep(0.2)
+    with pytest.MonkeyPatch.context() as mp:
+        # Set before ray.init, so that every Ray worker inherits them, as a job's runtime_env would give them.
+        for name, value in {
+            "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }.items():
+            mp.setenv(name, value)
+        yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def test_an_s3_dataset_ingests_exactly_like_the_same_files_on_disk(s3_endpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLPLATFORM_HOME", str(tmp_path))
+    local = tmp_path / "data" / "demo"
+    generate(local, entities=400, seed=5)
+    s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, region="us-east-1")
+    s3.create_dir("lake")
+    pafs.copy_files(str(local), "lake/demo", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3)
+
+    on_disk = spec(tmp_path).model_copy(update={"name": "disk"})
+    sources = [s.model_copy(update={"path": s.path.replace(str(local), "s3://lake/demo")}) for s in on_disk.sources]
+    assert all(s.path.startswith("s3://lake/demo/") for s in sources)
+    in_s3 = on_disk.model_copy(update={"sources": sources, "name": "s3"})
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    try:
+        a, b = ingest(on_disk), ingest(in_s3)
+    finally:
+        ray.shutdown()
+    assert b.fingerprint == a.fingerprint and b.manifest["rows"] == a.manifest["rows"] > 300
+    for name, stats in b.manifest["sources"].items():
+        counts = {k: stats[k] for k in ("in", "ok", "quarantined", "bad_files")}
+        assert counts == {k: a.manifest["sources"][name][k] for k in counts}, name  # same bad files and rows
+        assert all(f["path"].startswith("s3://lake/demo/") for f in stats["files"])
