@@ -62,7 +62,7 @@ def test_an_s3_dataset_ingests_exactly_like_the_same_files_on_disk(s3_endpoint, 
     monkeypatch.setenv("MLPLATFORM_HOME", str(tmp_path))
     local = tmp_path / "data" / "demo"
     generate(local, entities=400, seed=5)
-    s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, region="us-east-1")
+    s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, region="us-east-1", allow_bucket_creation=True)
     s3.create_dir("lake")
     pafs.copy_files(str(local), "lake/demo", source_filesystem=pafs.LocalFileSystem(), destination_filesystem=s3)
 
