@@ -37,7 +37,9 @@ def peak_rss_mb():
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 """
 
-MLPLATFORM = PEAK_RSS + """
+MLPLATFORM = (
+    PEAK_RSS
+    + """
 import json, os, sys, time, ray
 from mlplatform.config import load_config
 from mlplatform.data.ingest import ingest
@@ -59,8 +61,11 @@ v = ingest(cfg)
 print(json.dumps({{"seconds": time.perf_counter() - start, "rows": v.manifest["rows"], "fingerprint": v.fingerprint,
                   "rss_mb": peak_rss_mb(), "by_step": v.manifest["seconds_by_step"]}}))
 """
+)
 
-PYARROW = PEAK_RSS + r"""
+PYARROW = (
+    PEAK_RSS
+    + r"""
 import json, sys, time
 import numpy as np, pyarrow as pa, pyarrow.compute as pc, pyarrow.csv as pacsv, pyarrow.parquet as pq
 home = sys.argv[1]
@@ -134,6 +139,7 @@ pq.write_table(table, home + "/pyarrow_table.parquet")
 pq.write_table(pa.concat_tables(bad), home + "/pyarrow_quarantine.parquet")
 print(json.dumps({"seconds": time.perf_counter() - start, "rows": table.num_rows, "rss_mb": peak_rss_mb()}))
 """
+)
 
 
 def run(code: str, *args: str) -> dict:
