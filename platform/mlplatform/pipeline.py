@@ -75,6 +75,8 @@ def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
         f"  table:      {version.table_path}\n  quarantine: {version.path}/quarantine\n"
         f"  profile:    {version.profile_path}  ({time.time() - started:.1f}s)"
     )
+    if not version.reused and m.get("seconds_by_step"):
+        print("  seconds:    " + ", ".join(f"{step} {sec:.1f}" for step, sec in m["seconds_by_step"].items()))
     return version
 
 
