@@ -326,13 +326,19 @@ def search(
                 storage_path=storage_path,
                 verbose=1,
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+                # PBT hands checkpoints between trials; with a retention limit, Tune deleted a checkpoint
+                # that a finished trial's result still pointed at (CI, 2026-11-23). Checkpoints are small.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=None if cfg.scheduler == "pbt" else 2),
             ),
         )
     grid = tuner.fit()
     outcomes = []
     for result in grid:
         metrics = dict(result.metrics or {})
+        error = repr(result.error) if result.error else None
+        if result.checkpoint and not _has_model(result.checkpoint):
+            # Registering another checkpoint would pair a model with metrics it did not score.
+            error = error or f"its last checkpoint is gone ({result.checkpoint.path}); not registrable"
         history = result.metrics_dataframe.to_dict("records") if result.metrics_dataframe is not None else []
         outcomes.append(
             TrialOutcome(
@@ -343,11 +349,18 @@ def search(
                 history=history,
                 # Data-parallel trials keep their checkpoints in the Train run and report the path.
                 checkpoint_dir=result.checkpoint.path if result.checkpoint else metrics.get("checkpoint_path"),
-                error=repr(result.error) if result.error else None,
+                error=error,
             )
         )
     outcomes.sort(key=lambda o: (o.error is not None, -float(o.metrics.get(METRIC, -math.inf))))
     return outcomes
+
+
+def _has_model(checkpoint: Any) -> bool:
+    import pyarrow.fs as pafs
+
+    info = checkpoint.filesystem.get_file_info(f"{checkpoint.path}/{MODEL_FILE}")
+    return info.type != pafs.FileType.NotFound
 
 
 def experiment_name(cfg: TrainConfig, dataset: DatasetVersion, config_hash: str) -> str:
