@@ -68,7 +68,9 @@ STRONG = {
     "register_top": 1,
     "search_space": {},
     "params": {"objective": "binary:logistic", "max_depth": 4, "eta": 0.1},
-    "gate": {"min_auc": 0.5, "max_calibration_error": 0.5},
+    # 80 deeper trees predict ≈ 2× slower than 10 stumps: the latency guard is tested in unit tests, not here
+    # where timing noise would decide (it refused the strong model at ×2.02 once in CI).
+    "gate": {"min_auc": 0.5, "max_calibration_error": 0.5, "max_latency_ratio": 20},
 }
 
 
