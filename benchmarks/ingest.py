@@ -25,8 +25,9 @@ import json
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from _record import save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -186,10 +187,7 @@ def main() -> int:
                 f"  3-node cluster: {c['seconds']:.1f}s, fingerprint {'equal' if c['fingerprint'] == ours['fingerprint'] else 'DIFFERENT'}",
                 flush=True,
             )
-    out = ROOT / "benchmarks" / "results" / f"ingest-{time.strftime('%Y%m%d-%H%M')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"written to {out}")
+    print(f"written to {save('ingest', results)}")
     return 0
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 import requests
+from _record import save
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -434,9 +435,7 @@ def main() -> int:
             print(
                 f"{name:<8} {c:>5} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8} {ratio:>10}"
             )
-    out = ROOT / "benchmarks" / "results" / f"serve-{time.strftime('%Y%m%d-%H%M')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"args": vars(args), "cpus": os.cpu_count(), "results": results}, indent=1))
+    out = save("serve", {"args": vars(args), "cpus": os.cpu_count(), "results": results})
     print(f"\nwritten to {out}")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0

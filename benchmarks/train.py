@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from _record import save
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -283,10 +284,7 @@ def main() -> int:
         for t in r["trials"]:
             print(f"  {t['trial']}  reports at rounds {t['reports']}")
     ray.shutdown()
-    out = ROOT / "benchmarks" / "results" / f"train-{time.strftime('%Y%m%d-%H%M')}.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print(f"written to {out}")
+    print(f"written to {save('train', results)}")
     return 0
 
 
