@@ -44,9 +44,10 @@ MLPLATFORM = (
 import json, os, sys, time, ray
 from mlplatform.config import load_config
 from mlplatform.data.ingest import ingest
+from mlplatform.pipeline import PipelineConfig
 home, address = sys.argv[1], sys.argv[2]
 os.environ["MLPLATFORM_HOME"] = home  # the demo spec's paths are under ${{MLPLATFORM_HOME}}
-cfg = load_config({config!r}).data
+cfg = load_config({config!r}, PipelineConfig).data
 # The four tabular sources and the features the pyarrow baseline computes too (no text, images or windows).
 sources = [s.model_copy(update={{"features": [f for f in s.features if f.window is None and f.agg != "last"]}})
            for s in cfg.sources if s.format not in ("text", "image")]
@@ -155,7 +156,7 @@ def main() -> int:
     p.add_argument("--entities", default="500000,2000000")
     p.add_argument("--skip-cluster", action="store_true")
     args = p.parse_args()
-    from mlplatform.datasets import generate
+    from mlplatform.tools.sample_data import generate
 
     config = str(ROOT / "jobs" / "configs" / "demo.yaml")
     results: dict = {}

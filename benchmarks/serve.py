@@ -300,7 +300,7 @@ def serve_config(path: Path, *, sticky: bool, shadow: bool, colocate: bool) -> P
     config = {
         "http_options": {"host": "127.0.0.1", "port": 8000},
         "applications": [
-            {"name": "bench", "route_prefix": "/", "import_path": "mlplatform.serve:build_app", "args": args}
+            {"name": "bench", "route_prefix": "/", "import_path": "mlplatform.release.app:build_app", "args": args}
         ],
     }
     path.write_text(json.dumps(config))
@@ -308,7 +308,7 @@ def serve_config(path: Path, *, sticky: bool, shadow: bool, colocate: bool) -> P
 
 
 def deploy(env: dict, config: Path) -> None:
-    code = f"from mlplatform.deploy import deploy; deploy({str(config)!r})"
+    code = f"from mlplatform.release.deploy import deploy; deploy({str(config)!r})"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={**env, "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"},

@@ -68,7 +68,7 @@ def dataset_version(table: Path, features: list[str], rows: int):
 
 def plain_fit(table: Path, features: list[str], rounds: int) -> dict:
     import xgboost as xgb
-    from mlplatform.train.parallel import split_frame
+    from mlplatform.train.common import split_frame
 
     started = time.perf_counter()
     df = pq.read_table(table).to_pandas()
@@ -95,13 +95,14 @@ def plain_fit(table: Path, features: list[str], rounds: int) -> dict:
 
 
 def train_config(**kw):
-    from mlplatform.config import TrainConfig
+    from mlplatform.train.config import TrainConfig
 
     return TrainConfig.model_validate({"model_name": "bench", "experiment": "bench", "seed": 3, **kw})
 
 
 def dp_fit(table: Path, features: list[str], rows: int, rounds: int, storage: str) -> dict:
-    from mlplatform.train.search import METRIC, TrainingData, search
+    from mlplatform.train.common import METRIC
+    from mlplatform.train.search import TrainingData, search
 
     cfg = train_config(
         mode="data_parallel",
@@ -129,7 +130,7 @@ def dp_fit(table: Path, features: list[str], rows: int, rounds: int, storage: st
 
 
 def load_arrays(table: Path, features: list[str]):
-    from mlplatform.train.parallel import split_frame
+    from mlplatform.train.common import split_frame
     from mlplatform.train.search import TrainingData
 
     df = pq.read_table(table).to_pandas()
@@ -152,7 +153,8 @@ SPACE = {
 
 
 def hpo(data, rounds: int, storage: str, scheduler: str) -> dict:
-    from mlplatform.train.search import METRIC, search
+    from mlplatform.train.common import METRIC
+    from mlplatform.train.search import search
 
     cfg = train_config(
         num_boost_round=rounds,

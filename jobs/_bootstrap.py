@@ -1,7 +1,7 @@
 """Put the repository's `platform/` source root on sys.path when mlplatform is not installed.
 
 `ray job submit --working-dir .` uploads the repository but does not install it. The driver finds the
-package through this path entry; Ray tasks and actors get it because `mlplatform.jobs` then ships the
+package through this path entry; Ray tasks and actors get it because `mlplatform.launch` then ships the
 package with the runtime_env's `py_modules`.
 """
 

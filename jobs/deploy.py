@@ -7,7 +7,7 @@ Submit with either CLI (token auth is on; `mlplatform` sends the token itself):
 """
 
 import _bootstrap  # noqa: F401  (makes platform/ importable when the package is not installed)
-from mlplatform.jobs import job_main
+from mlplatform.launch import job_main
 
 if __name__ == "__main__":
     raise SystemExit(job_main("deploy"))

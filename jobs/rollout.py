@@ -1,4 +1,4 @@
-"""Job entrypoint: a progressive rollout of a canary version. Thin on purpose; see mlplatform.rollout.
+"""Job entrypoint: a progressive rollout of a canary version. Thin on purpose; see mlplatform.release.rollout.
 
 Runs inside the cluster (it reads every node's metrics). Submit with either CLI:
   mlplatform submit rollout --config jobs/configs/rollout.yaml
@@ -7,7 +7,7 @@ Runs inside the cluster (it reads every node's metrics). Submit with either CLI:
 """
 
 import _bootstrap  # noqa: F401  (makes platform/ importable when the package is not installed)
-from mlplatform.jobs import job_main
+from mlplatform.launch import job_main
 
 if __name__ == "__main__":
     raise SystemExit(job_main("rollout"))

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 
 from mlplatform.errors import PlatformError, PlatformNotRunningError
-from mlplatform.settings import platform_home
+from mlplatform.settings import RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, platform_home
 
 __all__ = [
     "PlatformState",
@@ -35,7 +35,7 @@ __all__ = [
     "TOKEN_PATH",
 ]
 
-TOKEN_PATH = Path("~/.ray/auth_token").expanduser()
+TOKEN_PATH = RAY_AUTH_TOKEN_PATH.default  # where `ray get-auth-token --generate` writes
 STATE_FILE = "platform.json"
 
 
@@ -61,15 +61,15 @@ def auth_headers() -> dict[str, str]:
 
     Passed explicitly because Ray reads RAY_AUTH_MODE once per process, before our CLI could set it.
     """
-    token = os.environ.get("RAY_AUTH_TOKEN")
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", TOKEN_PATH)).expanduser()
+    token = RAY_AUTH_TOKEN.get()
+    path = RAY_AUTH_TOKEN_PATH.get()
     if not token and path.exists():
         token = path.read_text().strip()
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _ensure_token() -> None:
-    if os.environ.get("RAY_AUTH_TOKEN") or TOKEN_PATH.exists():
+    if RAY_AUTH_TOKEN.get() or TOKEN_PATH.exists():
         return
     subprocess.run([_bin("ray"), "get-auth-token", "--generate"], check=True, capture_output=True, timeout=60)
 

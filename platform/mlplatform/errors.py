@@ -1,4 +1,9 @@
-"""One root exception and a few subclasses; messages say what to do next."""
+"""One root exception and a few subclasses; every message says what is wrong and what to do next.
+
+Everything mlplatform raises on purpose is a `PlatformError`: the CLI prints its message and exits non-zero
+(2 for a `ConfigError`, 1 otherwise) without a traceback; ``mlplatform --debug`` shows the traceback.
+Anything else that reaches the CLI is a bug in mlplatform or in a library under it, and is shown as one.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ __all__ = [
     "PlatformNotRunningError",
     "JobFailedError",
     "RegistryError",
+    "RequestError",
+    "RolloutFailedError",
 ]
 
 
@@ -17,18 +24,18 @@ class PlatformError(Exception):
 
 
 class ConfigError(PlatformError):
-    """A config file is missing, malformed, or fails validation.
+    """A config, a traffic policy or a command-line value is missing, malformed, or fails validation.
 
-    The message names the file and the dotted field path of each problem.
+    The message names the file (when there is one) and the dotted field path of each problem.
     """
 
 
 class DataContractError(PlatformError):
-    """Ingest could not honour the data contract (e.g. too many bad records)."""
+    """Ingest or training could not honour the data contract (e.g. too many bad records, no rows)."""
 
 
 class PlatformNotRunningError(PlatformError):
-    """The local platform (Ray head, MLflow server) is not up where we expected it."""
+    """The platform (Ray head, MLflow server, Serve) does not answer where we expected it."""
 
 
 class JobFailedError(PlatformError):
@@ -36,4 +43,21 @@ class JobFailedError(PlatformError):
 
 
 class RegistryError(PlatformError):
-    """A model, version or alias is missing from the MLflow registry."""
+    """A model, version or alias is missing from the MLflow registry, or its artifact is not a model we serve."""
+
+
+class RequestError(PlatformError):
+    """A request the endpoint refuses: `status` is the HTTP status to answer with, `message` says why.
+
+    Raised by the request parsers and the router; the HTTP layer turns it into a JSON error response, so
+    nothing a client sends surfaces as a 500.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RolloutFailedError(PlatformError):
+    """A progressive rollout breached its budget and was rolled back (the job fails so that its status says so)."""

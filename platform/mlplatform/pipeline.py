@@ -1,7 +1,8 @@
-"""The lifecycle steps as jobs run them: ingest → train → deploy, each printing a short report.
+"""The lifecycle steps as jobs run them: ingest → train → deploy (and rollout), each printing a short report.
 
 `jobs/*.py` and `mlplatform run` call `run_job(name, config)`; everything here runs on whatever Ray
-cluster the process is connected to.
+cluster the process is connected to. The configs of the jobs (`PipelineConfig`, `RolloutJobConfig`) compose
+the sections each layer defines.
 """
 
 from __future__ import annotations
@@ -14,11 +15,23 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlplatform.config import PipelineConfig, RolloutJobConfig
-from mlplatform.errors import ConfigError, PlatformError
+from mlplatform.config import StrictModel
+from mlplatform.data.config import DataConfig
+from mlplatform.data.ingest import DatasetVersion, ingest, load_version
+from mlplatform.errors import ConfigError, PlatformError, RolloutFailedError
+from mlplatform.release.config import DeployConfig, RolloutConfig
+from mlplatform.release.deploy import Deployment, deploy
+from mlplatform.release.rollout import RolloutResult, cluster_stats, run_rollout
+from mlplatform.release.traffic import TrafficControl
 from mlplatform.settings import platform_home
+from mlplatform.train.common import METRIC
+from mlplatform.train.config import TrainConfig
+from mlplatform.train.register import RegisteredVersion, config_hash, log_and_register
+from mlplatform.train.search import experiment_name, latest_experiment, load_training_data, resolve_mode, search
 
 __all__ = [
+    "PipelineConfig",
+    "RolloutJobConfig",
     "JOBS",
     "JobOptions",
     "run_job",
@@ -31,6 +44,20 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class PipelineConfig(StrictModel):
+    """ingest → train → deploy: the config of jobs/pipeline.py and of each step's job."""
+
+    data: DataConfig
+    train: TrainConfig | None = None
+    deploy: DeployConfig | None = None
+
+
+class RolloutJobConfig(StrictModel):
+    """The config of jobs/rollout.py."""
+
+    rollout: RolloutConfig
 
 
 @dataclass(frozen=True)
@@ -47,9 +74,7 @@ def _table(rows: list[list[Any]], header: list[str]) -> str:
     return "\n".join(fmt.format(*r) for r in [cells[0], ["-" * w for w in widths], *cells[1:]])
 
 
-def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
-    from mlplatform.data.ingest import ingest
-
+def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()) -> DatasetVersion:
     started = time.time()
     version = ingest(cfg.data)
     m = version.manifest
@@ -80,18 +105,9 @@ def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
     return version
 
 
-def train_step(cfg: PipelineConfig, opts: JobOptions = JobOptions(), dataset=None):
-    from mlplatform.data.ingest import ingest, load_version
-    from mlplatform.train.register import config_hash, log_and_register
-    from mlplatform.train.search import (
-        METRIC,
-        experiment_name,
-        latest_experiment,
-        load_training_data,
-        resolve_mode,
-        search,
-    )
-
+def train_step(
+    cfg: PipelineConfig, opts: JobOptions = JobOptions(), dataset: DatasetVersion | None = None
+) -> list[RegisteredVersion]:
     if cfg.train is None:
         raise ConfigError("the config has no `train` section")
     if dataset is None:
@@ -145,9 +161,7 @@ def train_step(cfg: PipelineConfig, opts: JobOptions = JobOptions(), dataset=Non
     return registered
 
 
-def deploy_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
-    from mlplatform.deploy import deploy
-
+def deploy_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()) -> Deployment:
     if cfg.deploy is None:
         raise ConfigError("the config has no `deploy` section")
     started = time.time()
@@ -158,7 +172,7 @@ def deploy_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
     return d
 
 
-def pipeline(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
+def pipeline(cfg: PipelineConfig, opts: JobOptions = JobOptions()) -> Deployment | DatasetVersion:
     dataset = ingest_step(cfg)
     if cfg.train is not None:
         train_step(cfg, opts, dataset)
@@ -167,13 +181,10 @@ def pipeline(cfg: PipelineConfig, opts: JobOptions = JobOptions()):
     return dataset
 
 
-def rollout_step(cfg: RolloutJobConfig, opts: JobOptions = JobOptions()):
-    from mlplatform.rollout import cluster_stats, run_rollout
-    from mlplatform.traffic import ServeAdmin, served
-
-    admin = ServeAdmin()
-    model = served(admin, cfg.rollout.app).args.model_name
-    result = run_rollout(cfg.rollout, admin, cluster_stats(model))
+def rollout_step(cfg: RolloutJobConfig, opts: JobOptions = JobOptions()) -> RolloutResult:
+    control = TrafficControl()
+    model = control.served(cfg.rollout.app).args.model_name
+    result = run_rollout(cfg.rollout, control, cluster_stats(model))
     print(f"\n== rollout of v{result.canary} in {result.app!r}: {'done' if result.succeeded else 'ROLLED BACK'}")
     print(
         _table(
@@ -194,12 +205,8 @@ def rollout_step(cfg: RolloutJobConfig, opts: JobOptions = JobOptions()):
         )
     )
     if not result.succeeded:
-        raise RolloutFailed(result.reason)
+        raise RolloutFailedError(result.reason)
     return result
-
-
-class RolloutFailed(PlatformError):
-    """The rollout rolled back (the job fails so that its status says so)."""
 
 
 JOBS: dict[str, tuple[type[BaseModel], Callable[[Any], Any]]] = {

@@ -1,42 +1,137 @@
-"""Settings read from the environment, declared once, each with a one-line doc.
+"""Settings read from the environment: each declared once here, with its type, default and a one-line doc.
 
-Nothing here is read at import time: call the accessor where the value is needed.
+As in MLflow's ``environment_variables.py``: a setting is an object whose ``get()`` reads and converts the
+variable at call time (nothing is read at import), and a value that does not convert is a `ConfigError`
+naming the variable. The README's settings table lists these (`describe()` prints it).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
+
+from mlplatform.errors import ConfigError
+
+__all__ = [
+    "Setting",
+    "ALL",
+    "MLPLATFORM_HOME",
+    "MLFLOW_TRACKING_URI",
+    "RAY_ADDRESS",
+    "MLPLATFORM_API_KEYS",
+    "MLPLATFORM_ADMIN_KEYS",
+    "MLPLATFORM_GIT_COMMIT",
+    "MLPLATFORM_SUBMITTED_BY",
+    "RAY_AUTH_TOKEN",
+    "RAY_AUTH_TOKEN_PATH",
+    "RAY_JOB_ID",
+    "platform_home",
+    "describe",
+]
+
+T = TypeVar("T")
+
+
+def _keys(raw: str) -> list[str]:
+    """A comma-separated list of keys; blanks dropped."""
+    return [k.strip() for k in raw.split(",") if k.strip()]
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser().resolve()
 
 
 @dataclass(frozen=True)
-class _Setting:
+class Setting(Generic[T]):
+    """One environment variable: its name, how its text becomes a value, its default and what it is for."""
+
     name: str
-    default: str | None
+    parse: Callable[[str], T]
+    default: T
     doc: str
 
-    def get(self) -> str | None:
-        return os.environ.get(self.name, self.default)
+    def get(self) -> T:
+        """The current value: parsed from the environment when set and not blank, else the default."""
+        raw = os.environ.get(self.name, "")
+        if not raw.strip():
+            return self.default
+        try:
+            return self.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"environment variable {self.name}={raw!r} is invalid: {exc}") from None
+
+    def is_set(self) -> bool:
+        return bool(os.environ.get(self.name, "").strip())
 
 
-#: State folder of the local platform: Ray/MLflow logs, the MLflow store, sample data, dataset versions.
-MLPLATFORM_HOME = _Setting("MLPLATFORM_HOME", None, "state folder (default: ./.mlplatform)")
-#: MLflow tracking server URI; `mlplatform up` exports it to every Ray process it starts.
-MLFLOW_TRACKING_URI = _Setting("MLFLOW_TRACKING_URI", None, "MLflow tracking server, e.g. http://127.0.0.1:5000")
-#: Ray Jobs API address used by `mlplatform submit` when --address is not given.
-RAY_ADDRESS = _Setting("RAY_ADDRESS", None, "Ray Jobs API, e.g. http://127.0.0.1:8265")
-#: Comma-separated inference API keys; read by the serving ingress, never logged.
-MLPLATFORM_API_KEYS = _Setting("MLPLATFORM_API_KEYS", None, "inference API keys (comma-separated)")
-#: Comma-separated admin API keys for the router's traffic endpoints; read by the ingress, never logged.
-MLPLATFORM_ADMIN_KEYS = _Setting("MLPLATFORM_ADMIN_KEYS", None, "admin API keys for traffic changes (comma-separated)")
-#: The commit the job's code came from; `mlplatform submit` sets it (the uploaded copy has no .git).
-MLPLATFORM_GIT_COMMIT = _Setting("MLPLATFORM_GIT_COMMIT", None, "git commit of the submitted code")
-#: Who submitted the job; `mlplatform submit` sets it, lineage tags record it.
-MLPLATFORM_SUBMITTED_BY = _Setting("MLPLATFORM_SUBMITTED_BY", None, "user who submitted the job")
+MLPLATFORM_HOME: Setting[Path | None] = Setting(
+    "MLPLATFORM_HOME",
+    _path,
+    None,
+    "State folder of the local platform (logs, MLflow store, data); default ./.mlplatform.",
+)
+MLFLOW_TRACKING_URI: Setting[str | None] = Setting(
+    "MLFLOW_TRACKING_URI", str, None, "MLflow tracking server; `mlplatform up` exports it to every Ray process."
+)
+RAY_ADDRESS: Setting[str | None] = Setting(
+    "RAY_ADDRESS", str, None, "Ray cluster; an http:// value is the Jobs API/dashboard that `submit` and `traffic` use."
+)
+MLPLATFORM_API_KEYS: Setting[list[str]] = Setting(
+    "MLPLATFORM_API_KEYS",
+    _keys,
+    [],
+    "Inference API keys (comma-separated): the endpoint accepts any of them; CLI commands send the first.",
+)
+MLPLATFORM_ADMIN_KEYS: Setting[list[str]] = Setting(
+    "MLPLATFORM_ADMIN_KEYS", _keys, [], "Admin API keys (comma-separated) for the endpoint's traffic routes."
+)
+MLPLATFORM_GIT_COMMIT: Setting[str | None] = Setting(
+    "MLPLATFORM_GIT_COMMIT", str, None, "Commit of the submitted code (set by `mlplatform submit`; jobs have no .git)."
+)
+MLPLATFORM_SUBMITTED_BY: Setting[str | None] = Setting(
+    "MLPLATFORM_SUBMITTED_BY", str, None, "Who submitted the job (set by `mlplatform submit`); lineage tags record it."
+)
+RAY_AUTH_TOKEN: Setting[str | None] = Setting(
+    "RAY_AUTH_TOKEN", str, None, "Ray's token for the dashboard and Jobs API (Ray's own variable)."
+)
+RAY_AUTH_TOKEN_PATH: Setting[Path] = Setting(
+    "RAY_AUTH_TOKEN_PATH",
+    _path,
+    Path("~/.ray/auth_token").expanduser(),
+    "File holding Ray's token when RAY_AUTH_TOKEN is not set (Ray's own variable).",
+)
+RAY_JOB_ID: Setting[str | None] = Setting(
+    "RAY_JOB_ID", str, None, "The Ray job a run belongs to (set by Ray inside jobs); recorded on training runs."
+)
+
+#: Every setting, in the order the README documents them.
+ALL: tuple[Setting, ...] = (
+    MLPLATFORM_HOME,
+    MLFLOW_TRACKING_URI,
+    RAY_ADDRESS,
+    MLPLATFORM_API_KEYS,
+    MLPLATFORM_ADMIN_KEYS,
+    MLPLATFORM_GIT_COMMIT,
+    MLPLATFORM_SUBMITTED_BY,
+    RAY_AUTH_TOKEN,
+    RAY_AUTH_TOKEN_PATH,
+    RAY_JOB_ID,
+)
 
 
 def platform_home() -> Path:
     """The absolute state folder: $MLPLATFORM_HOME, else ./.mlplatform under the current directory."""
-    value = MLPLATFORM_HOME.get()
-    return Path(value).expanduser().resolve() if value else (Path.cwd() / ".mlplatform").resolve()
+    return MLPLATFORM_HOME.get() or (Path.cwd() / ".mlplatform").resolve()
+
+
+def describe() -> str:
+    """The settings as a Markdown table (the README's)."""
+    rows = ["| variable | default | what it is for |", "|---|---|---|"]
+    for s in ALL:
+        shown = str(s.default).replace(str(Path.home()), "~")
+        default = "—" if s.default in (None, []) else f"`{shown}`"
+        rows.append(f"| `{s.name}` | {default} | {s.doc} |")
+    return "\n".join(rows)

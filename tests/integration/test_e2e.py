@@ -206,7 +206,7 @@ def _weights():
 
 
 def test_reweight_shadow_and_back_under_load_drop_nothing(served, platform_env):
-    from mlplatform.loadgen import run_load
+    from mlplatform.tools.load import run_load
 
     result = {}
     worker = threading.Thread(
@@ -274,7 +274,7 @@ def test_rollback_restores_the_previous_state_from_history(served, platform_env)
 
 
 def test_rollout_rolls_back_on_an_injected_error_rate(served, platform_env):
-    from mlplatform.loadgen import run_load
+    from mlplatform.tools.load import run_load
 
     cli("traffic", "set", "churn", "v1=100", "v2=0", "--fault", "v2=50", env=platform_env)
     config = ROOT / "jobs" / "configs" / "_test_rollout.yaml"

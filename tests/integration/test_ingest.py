@@ -10,9 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import ray
-from mlplatform.config import DataConfig, load_config
+from mlplatform.config import load_config
+from mlplatform.data.config import DataConfig
 from mlplatform.data.ingest import ingest
-from mlplatform.datasets import generate
+from mlplatform.tools.sample_data import generate
 
 from tests.conftest import DEMO_CONFIG
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def spec(home: Path, **source_paths) -> DataConfig:
-    cfg = load_config(DEMO_CONFIG).data
+    cfg = load_config(DEMO_CONFIG, PipelineConfig).data
     sources = [s.model_copy(update={"path": source_paths.get(s.name, s.path)}) for s in cfg.sources]
     return cfg.model_copy(update={"sources": sources, "output_dir": str(home / "datasets")})
 

@@ -12,7 +12,7 @@ import pyarrow.fs as pafs
 import pytest
 import ray
 from mlplatform.data.ingest import ingest
-from mlplatform.datasets import generate
+from mlplatform.tools.sample_data import generate
 
 from tests.integration.test_ingest import spec
 

@@ -1,6 +1,7 @@
 import pytest
-from mlplatform.config import PipelineConfig, load_config
+from mlplatform.config import load_config
 from mlplatform.errors import ConfigError, PlatformError
+from mlplatform.pipeline import PipelineConfig
 
 from tests.conftest import DEMO_CONFIG
 
@@ -17,7 +18,7 @@ def demo_text():
 
 def test_demo_config_loads(monkeypatch, tmp_path):
     monkeypatch.setenv("MLPLATFORM_HOME", str(tmp_path))
-    cfg = load_config(DEMO_CONFIG)
+    cfg = load_config(DEMO_CONFIG, PipelineConfig)
     assert isinstance(cfg, PipelineConfig)
     assert cfg.data.base_source.name == "profiles"
     assert cfg.data.sources[0].path == f"{tmp_path}/data/demo/profiles.csv"
@@ -30,20 +31,20 @@ def test_config_error_is_a_platform_error():
 
 def test_missing_file():
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
-        load_config("nope.yaml")
+        load_config("nope.yaml", PipelineConfig)
 
 
 def test_malformed_yaml_names_file_and_line(tmp_path):
     p = write(tmp_path, "data:\n  name: x\n  sources: [\n")
     with pytest.raises(ConfigError) as e:
-        load_config(p)
+        load_config(p, PipelineConfig)
     assert f"{p}:" in str(e.value) and "malformed YAML" in str(e.value)
 
 
 def test_unknown_key_names_field_path(tmp_path):
     p = write(tmp_path, demo_text().replace("  num_samples: 4", "  num_samples: 4\n  num_sampels: 3"))
     with pytest.raises(ConfigError) as e:
-        load_config(p)
+        load_config(p, PipelineConfig)
     assert "train.num_sampels: unknown key" in str(e.value)
     assert str(p) in str(e.value)
 
@@ -51,14 +52,14 @@ def test_unknown_key_names_field_path(tmp_path):
 def test_wrong_type_names_field_path_and_value(tmp_path):
     p = write(tmp_path, demo_text().replace("num_boost_round: 60", "num_boost_round: lots"))
     with pytest.raises(ConfigError) as e:
-        load_config(p)
+        load_config(p, PipelineConfig)
     assert "train.num_boost_round" in str(e.value) and "'lots'" in str(e.value)
 
 
 def test_nested_field_path(tmp_path):
     p = write(tmp_path, demo_text().replace("age: {type: int, min: 18, max: 120}", "age: {type: integer}"))
     with pytest.raises(ConfigError, match=r"data\.sources\[0\]\.fields\.age\.type"):
-        load_config(p)
+        load_config(p, PipelineConfig)
 
 
 @pytest.mark.parametrize(
@@ -98,25 +99,25 @@ def test_bad_values(tmp_path, old, new, message):
     assert old in demo_text()
     p = write(tmp_path, demo_text().replace(old, new))
     with pytest.raises(ConfigError, match=message):
-        load_config(p)
+        load_config(p, PipelineConfig)
 
 
 def test_unset_env_var_names_field(tmp_path, monkeypatch):
     monkeypatch.delenv("NO_SUCH_VAR", raising=False)
     p = write(tmp_path, demo_text().replace("${MLPLATFORM_HOME}/datasets", "${NO_SUCH_VAR}/datasets"))
     with pytest.raises(ConfigError, match=r"data\.output_dir: environment variable \$\{NO_SUCH_VAR\} is not set"):
-        load_config(p)
+        load_config(p, PipelineConfig)
 
 
 def test_top_level_must_be_mapping(tmp_path):
     with pytest.raises(ConfigError, match="expected a mapping"):
-        load_config(write(tmp_path, "- a\n- b\n"))
+        load_config(write(tmp_path, "- a\n- b\n"), PipelineConfig)
 
 
 def test_missing_source_file_is_a_clear_error(tmp_path, monkeypatch):
     from mlplatform.data.ingest import _files
 
     monkeypatch.setenv("MLPLATFORM_HOME", str(tmp_path))
-    source = load_config(DEMO_CONFIG).data.sources[0]
+    source = load_config(DEMO_CONFIG, PipelineConfig).data.sources[0]
     with pytest.raises(ConfigError, match=r"source 'profiles': no file at '.*profiles.csv'"):
         _files(source)

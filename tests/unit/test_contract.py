@@ -1,8 +1,9 @@
 import json
 
 import pandas as pd
-from mlplatform.config import FieldSpec
-from mlplatform.data.contract import REASON, RECORD, parse_json_lines, validate_batch
+from mlplatform.data.config import FieldSpec
+from mlplatform.data.contract import REASON, RECORD, validate_batch
+from mlplatform.data.sources.jsonl import parse_json_lines
 
 FIELDS = {
     "entity_id": FieldSpec(type="int", min=1),

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import xgboost as xgb
-from mlplatform.config import GateConfig, TrainConfig
-from mlplatform.train.gate import CHALLENGER, CHAMPION, Evaluation, auc, calibration_error, decide, evaluate
+from mlplatform.registry import CHALLENGER, CHAMPION
+from mlplatform.train.config import GateConfig, TrainConfig
+from mlplatform.train.gate import Evaluation, auc, calibration_error, decide, evaluate
 from pydantic import ValidationError
 
 GATE = GateConfig(

@@ -7,9 +7,11 @@ import io
 import numpy as np
 import pandas as pd
 import PIL.Image
-from mlplatform.config import FieldSpec, SourceSpec
+from mlplatform.data.config import FieldSpec, SourceSpec
 from mlplatform.data.contract import REASON
-from mlplatform.data.ingest import _check, _image_fields, _text_fields
+from mlplatform.data.ingest import _check
+from mlplatform.data.sources.image import image_fields as _image_fields
+from mlplatform.data.sources.text import text_fields as _text_fields
 
 
 def png(level: int, size=(32, 24), mode="L") -> bytes:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from mlplatform.config import RolloutConfig
-from mlplatform.rollout import judge
+from mlplatform.release.config import RolloutConfig
+from mlplatform.release.rollout import judge
 from mlplatform.serve.metrics import VersionStats
 from pydantic import ValidationError
 

@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import ray
 import xgboost as xgb
+from mlplatform.errors import ConfigError
 from mlplatform.serve import make_app
+from mlplatform.serve.config import AppArgs
+from mlplatform.serve.endpoint import create_app
 from mlplatform.serve.model import ModelVersion
-from mlplatform.serve.router import RouterCore, create_app
-from mlplatform.serve.schemas import AppArgs
+from mlplatform.serve.router import RouterCore
 from ray import serve
 
 from tests.unit.test_serve_router import call
@@ -188,5 +190,5 @@ def test_colocated_versions_predict_inside_the_router():
         np.testing.assert_allclose(body["predictions"], BOOSTERS[body["model_version"]].inplace_predict(x), rtol=1e-6)
         seen.add(body["model_version"])
     assert seen == {"1", "2"} and call(app, "GET", "/v2/health/ready")[0] == 200
-    with pytest.raises(ValueError, match="differ from the endpoint's"):
+    with pytest.raises(ConfigError, match="differ from the endpoint's"):
         LocalVersion("m", "1", None, fake_loader, ["x", "y", "z"])

@@ -9,8 +9,11 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from mlplatform.serve.router import RouterCore, api_keys_from_env, create_app
-from mlplatform.serve.schemas import AppArgs
+from mlplatform.errors import ConfigError
+from mlplatform.serve.auth import ApiKeyAuth
+from mlplatform.serve.config import AppArgs
+from mlplatform.serve.endpoint import create_app
+from mlplatform.serve.router import RouterCore
 
 FEATURES = ["a", "b"]
 ROW = {"a": 1.0, "b": 2.0}
@@ -274,11 +277,15 @@ def test_api_key_auth():
     assert call(app, "POST", "/v1/models/zzz:predict", doc)[0] == 401
 
 
-def test_api_key_auth_needs_keys():
-    with pytest.raises(ValueError, match="MLPLATFORM_API_KEYS is empty"):
+def test_api_key_auth_needs_keys(monkeypatch):
+    with pytest.raises(ConfigError, match="MLPLATFORM_API_KEYS is empty"):
         make(auth="api_key", keys=[])
-    assert api_keys_from_env({"MLPLATFORM_API_KEYS": " a, ,b ,"}) == ["a", "b"]
-    assert api_keys_from_env({}) == []
+    # Without keys given, the router reads the one setting the CLI also reads.
+    monkeypatch.setenv("MLPLATFORM_API_KEYS", " a, ,b ,")
+    assert ApiKeyAuth("api_key").check({"authorization": "Bearer b"}).startswith("key:")
+    monkeypatch.delenv("MLPLATFORM_API_KEYS")
+    with pytest.raises(ConfigError, match="MLPLATFORM_API_KEYS is empty"):
+        ApiKeyAuth("api_key")
 
 
 def test_live_reweighting():
@@ -288,9 +295,9 @@ def test_live_reweighting():
         call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-model-version"] for _ in range(5)
     } == {"2"}
     assert call(app, "GET", "/v1/models/m")[2]["versions"] == {"1": 0.0, "2": 100.0}
-    with pytest.raises(ValueError, match="not deployed"):
+    with pytest.raises(ConfigError, match="not deployed"):
         core.set_policy({"weights": {"3": 100}})
-    with pytest.raises(ValueError, match="sum to 100"):
+    with pytest.raises(ConfigError, match="sum to 100"):
         core.set_policy({"weights": {"1": 10}})
     assert core.weights == {"1": 0.0, "2": 100.0}  # the old split stays
 
@@ -328,7 +335,7 @@ def shadow_run(shadow_handle, n=10, percent=100, timeout_s=1.0):
 
     async def go():
         answers = [await core.predict(core.choose(None), x) for _ in range(n)]
-        await asyncio.gather(*list(core._shadow_tasks))
+        await asyncio.gather(*list(core.shadow.tasks))
         return answers
 
     return core, handles, asyncio.run(go())
@@ -338,7 +345,7 @@ def test_shadow_gets_a_copy_and_its_answer_is_compared_not_returned():
     core, handles, answers = shadow_run(FakeHandle("3", 5.0))
     assert all(a.tolist() == [3.0] for a in answers)  # the client always gets version 1's answer
     assert handles["3"].calls == 10
-    assert core.shadow_outcomes == {"ok": 10}
+    assert core.shadow.outcomes == {"ok": 10}
     assert core.status()["shadow"]["mean_abs_diff"] == 12.0  # |15 - 3|
 
 
@@ -349,20 +356,20 @@ def test_shadow_percent_is_an_exact_share():
 
 def test_broken_shadow_never_touches_the_client():
     core, _, answers = shadow_run(FakeHandle("3", 5.0, broken=True))
-    assert len(answers) == 10 and core.shadow_outcomes == {"error": 10}
+    assert len(answers) == 10 and core.shadow.outcomes == {"error": 10}
 
 
 def test_slow_shadow_times_out_without_delaying_the_client():
     started = time.perf_counter()
     core, _, answers = shadow_run(SlowHandle("3", 0.5), n=3, timeout_s=0.05)
-    assert core.shadow_outcomes == {"timeout": 3}
+    assert core.shadow.outcomes == {"timeout": 3}
     assert time.perf_counter() - started < 1.0  # three requests did not wait 3 × 0.5 s
 
 
 def test_shadow_copies_in_flight_are_bounded(monkeypatch):
-    monkeypatch.setattr("mlplatform.serve.router.MAX_SHADOW_IN_FLIGHT", 2)
+    monkeypatch.setattr("mlplatform.serve.shadow.MAX_SHADOW_IN_FLIGHT", 2)
     core, handles, _ = shadow_run(SlowHandle("3", 0.05), n=5)
-    assert core.shadow_outcomes["dropped"] >= 1 and handles["3"].calls <= 4
+    assert core.shadow.outcomes["dropped"] >= 1 and handles["3"].calls <= 4
 
 
 def test_shadow_over_http_answers_from_the_primary():

@@ -11,14 +11,15 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from mlplatform.config import FieldSpec
+if TYPE_CHECKING:  # the contract reads a FieldSpec's attributes; the spec depends on the source kinds, which use this
+    from mlplatform.data.config import FieldSpec
 
-__all__ = ["REASON", "RECORD", "FILE", "validate_batch", "parse_json_lines"]
+__all__ = ["REASON", "RECORD", "FILE", "validate_batch"]
 
 #: Column holding why a record was quarantined ("" when it passed).
 REASON = "__reason"
@@ -185,37 +186,3 @@ def _json_default(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     return str(v)
-
-
-def _dig(obj: Any, path: list[str]) -> Any:
-    for part in path:
-        if not isinstance(obj, dict) or part not in obj:
-            return None
-        obj = obj[part]
-    return obj
-
-
-def parse_json_lines(lines: pd.Series, fields: Mapping[str, FieldSpec]) -> pd.DataFrame:
-    """Parse JSON lines and pull each field from its dotted path; a broken line becomes a reason.
-
-    Returns:
-        One column per field, plus ``__reason`` and ``__record`` (the raw line) for `validate_batch`.
-    """
-    paths = {name: (spec.path or name).split(".") for name, spec in fields.items()}
-    cols: dict[str, list[Any]] = {name: [] for name in fields}
-    reasons: list[str] = []
-    for line in lines.tolist():
-        try:
-            obj = json.loads(line)
-            if not isinstance(obj, dict):
-                raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
-            reasons.append("")
-        except ValueError as exc:
-            obj = {}
-            reasons.append(f"malformed JSON: {exc}")
-        for name, path in paths.items():
-            cols[name].append(_dig(obj, path))
-    frame = pd.DataFrame({name: pd.Series(vals, dtype=object) for name, vals in cols.items()})
-    frame[REASON] = reasons
-    frame[RECORD] = lines.astype(str).to_numpy()
-    return frame

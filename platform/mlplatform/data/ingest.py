@@ -19,9 +19,7 @@ of row order and block layout.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
-import io
 import json
 import logging
 import os
@@ -34,10 +32,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
-from mlplatform.config import DataConfig, SourceSpec
-from mlplatform.data.contract import FILE, REASON, RECORD, parse_json_lines, validate_batch
+from mlplatform.data import sources
+from mlplatform.data.config import DataConfig, SourceSpec
+from mlplatform.data.contract import FILE, REASON, RECORD, validate_batch
 from mlplatform.data.profile import profile
 from mlplatform.errors import ConfigError, DataContractError
 
@@ -162,109 +160,41 @@ def _files(source: SourceSpec) -> list[dict[str, Any]]:
 
 
 def _probe(row: dict[str, Any], fmt: str) -> dict[str, Any]:
-    """Why a file cannot be read as `fmt` ("" when it can): empty, truncated or corrupt Parquet, bad encoding.
+    """Why a file cannot be read as `fmt` ("" when it can), and the parts of it to quarantine one by one.
 
     Runs as a Ray Data task per file, so a bad file is quarantined with its reason instead of failing the
     read of its whole source.
     """
-    import pyarrow.parquet as pq
-
     path = row["path"]
-    reason, bad_rows = "", []
+    reason, bad_parts = "", []
     try:
         fs, inner = _filesystem(path)
         if fs.get_file_info(inner).size == 0:
             reason = "empty file"
-        elif fmt == "image":
-            pass  # decoded once, by the reader: an unreadable image is quarantined as its record
-        elif fmt == "parquet":
-            with fs.open_input_file(inner) as f:
-                meta = pq.ParquetFile(f).metadata  # a truncated file has no valid footer
-                reason = "" if meta.num_columns else "Parquet file without columns"
         else:
-            decoder = codecs.getincrementaldecoder("utf-8")()
-            with fs.open_input_stream(inner) as f:
-                offset = 0
-                while chunk := f.read(1 << 20):
-                    try:
-                        decoder.decode(chunk)
-                    except UnicodeDecodeError as exc:
-                        raise UnicodeDecodeError(
-                            exc.encoding, exc.object, offset + exc.start, offset + exc.end, exc.reason
-                        ) from None
-                    offset += len(chunk)
-                decoder.decode(b"", final=True)
-            if fmt == "csv":
-                bad_rows = _bad_csv_rows(fs, inner)
-    except UnicodeDecodeError as exc:
-        reason = f"not UTF-8 text: {exc.reason} at byte {exc.start}"
+            reason, bad_parts = sources.get(fmt).probe(fs, inner)
     except (OSError, pa.ArrowException) as exc:
         reason = f"unreadable {fmt}: {exc}"
-    return {"path": path, "reason": reason[:500], "bad_rows": json.dumps(bad_rows)}
-
-
-def _bad_csv_rows(fs, path: str) -> list[dict[str, Any]]:
-    """Rows of a CSV file whose number of columns is not the header's, which pyarrow's reader (and so Ray's)
-    would otherwise fail the whole file on. The reader skips them (`_skip_row`); the quarantine gets them."""
-    bad: list[dict[str, Any]] = []
-
-    def collect(row) -> str:
-        bad.append({"expected": row.expected_columns, "actual": row.actual_columns, "text": row.text})
-        return "skip"
-
-    with fs.open_input_stream(path) as f:
-        reader = pacsv.open_csv(
-            f,
-            parse_options=pacsv.ParseOptions(invalid_row_handler=collect),
-            # Converting one column is enough: the row check happens while parsing, before conversion.
-            convert_options=pacsv.ConvertOptions(include_columns=["__none__"], include_missing_columns=True),
-        )
-        for _ in reader:
-            pass
-    return bad
-
-
-def _skip_row(row) -> str:
-    return "skip"  # counted and quarantined by the probe (_bad_csv_rows)
+    return {"path": path, "reason": reason[:500], "bad_parts": json.dumps(bad_parts)}
 
 
 def _readable(
     source: SourceSpec, files: list[dict[str, Any]]
 ) -> tuple[list[str], list[dict[str, str]], list[dict[str, Any]]]:
-    """Probe a source's files in parallel: (readable paths, malformed files with their reason, bad CSV rows)."""
+    """Probe a source's files in parallel: (readable paths, malformed files with their reason, bad parts)."""
     import ray.data
 
     probed = ray.data.from_items([{"path": f["path"]} for f in files]).map(_probe, fn_kwargs={"fmt": source.format})
     results = {r["path"]: r for r in probed.take_all()}
     good = [f["path"] for f in files if not results[f["path"]]["reason"]]
     bad = [{"path": p, "reason": r["reason"]} for p, r in sorted(results.items()) if r["reason"]]
-    rows = [{"path": p, **row} for p in good for row in json.loads(results[p]["bad_rows"])]
-    return good, bad, rows
+    parts = [{"path": p, **part} for p in good for part in json.loads(results[p]["bad_parts"])]
+    return good, bad, parts
 
 
 def _read_and_check(source: SourceSpec, paths: list[str]):
     """Read a source and run the contract in the same task (no Arrow round trip of raw mixed values)."""
-    import ray.data
-
-    if source.format == "csv":
-        # Read everything as text: the contract, not the CSV reader's type inference, decides what is bad.
-        convert = pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in source.fields},
-            include_columns=list(source.fields),
-            include_missing_columns=True,
-            strings_can_be_null=False,
-        )
-        parse = pacsv.ParseOptions(invalid_row_handler=_skip_row)
-        ds = ray.data.read_csv(paths, convert_options=convert, parse_options=parse, include_paths=True)
-    elif source.format == "jsonl":
-        # Line by line, so that one broken line is quarantined instead of failing the whole file.
-        ds = ray.data.read_text(paths, include_paths=True)
-    elif source.format == "text" and source.text_unit == "line":
-        ds = ray.data.read_text(paths, include_paths=True)  # empty lines are not documents
-    elif source.format in ("text", "image"):
-        ds = ray.data.read_binary_files(paths, include_paths=True)
-    else:
-        ds = ray.data.read_parquet(paths, columns=list(source.fields), include_paths=True)
+    ds = sources.get(source.format).read(source, paths)
     # A reader makes one task (and blocks of up to 128 MiB) per file, so a source in one big file would be
     # checked on one core: smaller blocks let the contract run on every core whatever the file layout.
     ds = ds.repartition(target_num_rows_per_block=CHECK_BLOCK_ROWS, strict=True)
@@ -272,59 +202,13 @@ def _read_and_check(source: SourceSpec, paths: list[str]):
 
 
 def _check(batch: pd.DataFrame, source: SourceSpec) -> pa.Table:
-    if source.format == "jsonl":
-        raw = parse_json_lines(batch["text"], source.fields)
-        raw[FILE] = batch["path"].astype(str).to_numpy()
-    elif source.format == "text":
-        docs = batch["text"] if "text" in batch else batch["bytes"].map(lambda b: b.decode("utf-8"))  # probed
-        raw = _text_fields(docs)
-    elif source.format == "image":
-        raw = pd.DataFrame([_image_fields(b) for b in batch["bytes"]], index=batch.index)
-    else:
-        raw = batch.rename(columns={"path": FILE})
+    raw = sources.get(source.format).records(batch, source)
     if source.path_fields:
         paths = batch["path"].astype(str)
         raw = pd.concat([raw, paths.str.extract(source.path_fields, expand=True)], axis=1)
         raw[FILE] = paths.to_numpy()
     # Arrow out: every later step (quarantine, projection) works on Arrow without converting again.
     return pa.Table.from_pandas(validate_batch(raw, source.fields), preserve_index=False)
-
-
-def _text_fields(docs: pd.Series) -> pd.DataFrame:
-    """What a model can use of a document: its length in characters, whitespace tokens and lines."""
-    docs = docs.astype("string")  # also gives an empty batch the .str accessor
-    return pd.DataFrame(
-        {
-            "chars": docs.str.len(),
-            "tokens": docs.str.count(r"\S+"),
-            "lines": docs.str.count("\n") + (~docs.str.endswith("\n")).astype(int),
-        },
-        index=docs.index,
-    )
-
-
-def _image_fields(data: bytes) -> dict[str, Any]:
-    """Size, channels, mean brightness and contrast (std of the grey levels) on a 0..1 scale.
-
-    A file Pillow cannot decode gets a reason instead, so it is quarantined as its own record.
-    """
-    import PIL.Image
-    import PIL.ImageStat
-
-    try:
-        with PIL.Image.open(io.BytesIO(data)) as img:
-            img.load()
-            grey = PIL.ImageStat.Stat(img.convert("L"))
-            return {
-                "width": img.width,
-                "height": img.height,
-                "channels": len(img.getbands()),
-                "brightness": grey.mean[0] / 255,
-                "contrast": grey.stddev[0] / 255,
-                REASON: "",
-            }
-    except (OSError, ValueError, PIL.Image.DecompressionBombError) as exc:
-        return {REASON: f"malformed file: unreadable image: {exc}"[:500]}
 
 
 # ------------------------------------------------------------------------------------- transforming
@@ -373,14 +257,9 @@ def _bad_files_frame(source: str, bad_files: list[dict[str, str]]) -> pa.Table:
     )
 
 
-def _bad_rows_frame(source: str, rows: list[dict[str, Any]]) -> pa.Table:
-    """Quarantine rows for CSV rows that could not be parsed (wrong number of columns)."""
-    return _quarantine(
-        source,
-        [r["path"] for r in rows],
-        [f"malformed CSV row: expected {r['expected']} columns, got {r['actual']}" for r in rows],
-        [r["text"] for r in rows],
-    )
+def _bad_parts_frame(source: str, parts: list[dict[str, Any]]) -> pa.Table:
+    """Quarantine rows for parts of readable files that the reader skips (e.g. CSV rows with the wrong column count)."""
+    return _quarantine(source, [p["path"] for p in parts], [p["reason"] for p in parts], [p["record"] for p in parts])
 
 
 def _duplicate_records(batch: pd.DataFrame, source: str, field: str, counts: dict[int, int]) -> pa.Table:
@@ -617,7 +496,7 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         if bad_files:
             bad_parts.append(ray_data().from_arrow(_bad_files_frame(source.name, bad_files)))
         if bad_rows:
-            bad_parts.append(ray_data().from_arrow(_bad_rows_frame(source.name, bad_rows)))
+            bad_parts.append(ray_data().from_arrow(_bad_parts_frame(source.name, bad_rows)))
         n = len(bad_files) + len(bad_rows)
         r = {"in": n, "ok": 0, "quarantined": n, "bad_files": len(bad_files)}
         reconciliation[source.name] = r

@@ -1,24 +1,31 @@
-"""The application builder referenced by Serve config files: ``import_path: mlplatform.serve:build_app``.
+"""The builder of a serving application: one `ModelVersion` deployment per version behind a `Router` ingress.
 
-One `ModelVersion` deployment per version and one `Router` ingress whose user_config holds the weights, so
-a config that only changes the router's user_config (``deployments: [{name: <model>-router, user_config:
-{weights: ...}}]``) re-weights traffic without restarting any replica.
+The router's user_config holds the traffic policy, so a config that only changes it (``deployments:
+[{name: <model>-router, user_config: {weights: ...}}]``) re-weights traffic without restarting any replica.
+
+`make_app` takes what the data plane cannot know by itself as arguments: the model loader, how a traffic
+change is applied cluster-wide (the release control plane passes its own, see
+`mlplatform.release.app.build_app`) and the observers of every answered request. `build_app` is the data
+plane alone: its admin route can show the policy but not change it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ray import serve
 
 from mlplatform import registry
-from mlplatform.serve.model import Loader, ModelVersion, load_booster
-from mlplatform.serve.router import Router, default_policy
-from mlplatform.serve.schemas import AppArgs, VersionSpec
+from mlplatform.errors import ConfigError
+from mlplatform.registry import load_booster
+from mlplatform.serve.config import AppArgs, VersionSpec
+from mlplatform.serve.endpoint import Router
+from mlplatform.serve.model import Loader, ModelVersion
+from mlplatform.serve.router import PolicyApplier, RequestObserver
 from mlplatform.settings import MLFLOW_TRACKING_URI
 
-__all__ = ["build_app", "make_app", "resolve_app_args", "router_name"]
+__all__ = ["build_app", "make_app", "resolve_app_args"]
 
 #: ``(model_name, version, alias, *, tracking_uri) -> concrete version``, as `registry.resolve_version`.
 Resolver = Callable[..., str]
@@ -46,7 +53,7 @@ def resolve_app_args(
     Raises:
         pydantic.ValidationError: `args` is invalid; the error names the field.
         mlplatform.errors.RegistryError: a version or alias does not exist.
-        ValueError: two entries resolve to the same version, or versions disagree on their features.
+        ConfigError: two entries resolve to the same version, or versions disagree on their features.
     """
     parsed = args if isinstance(args, AppArgs) else AppArgs.model_validate(args)
     tracking_uri = parsed.tracking_uri or MLFLOW_TRACKING_URI.get() or None
@@ -57,7 +64,7 @@ def resolve_app_args(
     for spec in parsed.versions:
         version = str(resolver(parsed.model_name, spec.version, spec.alias, tracking_uri=tracking_uri))
         if version in seen:
-            raise ValueError(f"{seen[version]} and {spec.label} both resolve to version {version}; serve it once")
+            raise ConfigError(f"{seen[version]} and {spec.label} both resolve to version {version}; serve it once")
         seen[version] = spec.label
         resolved.append(spec.model_copy(update={"version": version, "alias": None}))
 
@@ -70,7 +77,7 @@ def resolve_app_args(
         features = signatures[resolved[0].version]  # type: ignore[index]
         differ = {v: f for v, f in signatures.items() if f != features}
         if differ:
-            raise ValueError(
+            raise ConfigError(
                 f"versions of {parsed.model_name!r} take different features: {signatures}; serve them in separate apps"
             )
 
@@ -91,14 +98,18 @@ def make_app(
     loader: Loader = load_booster,
     features: list[str] | None = None,
     resolver: Resolver = registry.resolve_version,
+    apply_policy: PolicyApplier | None = None,
+    observers: Sequence[RequestObserver] = (),
 ) -> serve.Application:
-    """`build_app` with the model loader, features and version resolver injectable (tests, smoke runs).
+    """Bind the application with its dependencies injected.
 
     Args:
         args: the application args.
         loader: ``(model_uri, tracking_uri) -> xgboost.Booster`` run on each version replica.
         features: override of the feature list.
         resolver: version/alias → concrete version (default: the MLflow registry).
+        apply_policy: how the router's admin route changes traffic cluster-wide (None: it answers 503).
+        observers: called by the router with every answered request.
 
     Returns:
         The bound application (router + one deployment per version).
@@ -132,29 +143,25 @@ def make_app(
             nthread=max(1, int(spec.num_cpus)),
         )
     return Router.options(
-        name=router_name(name),
+        name=resolved.router,
         num_replicas=resolved.ingress_num_replicas,
         ray_actor_options={"num_cpus": resolved.ingress_num_cpus},
         max_ongoing_requests=ROUTER_MAX_ONGOING,
-        user_config=default_policy(resolved),
-    ).bind(resolved.model_dump(mode="json"), features, handles, loader=loader if resolved.colocate else None)
-
-
-def router_name(model_name: str) -> str:
-    """The ingress deployment's name: where a Serve config puts the live traffic policy (user_config)."""
-    return f"{model_name}-router"
+        user_config=resolved.default_policy(),
+    ).bind(
+        resolved.model_dump(mode="json"),
+        features,
+        handles,
+        loader=loader if resolved.colocate else None,
+        apply_policy=apply_policy,
+        observers=list(observers),
+    )
 
 
 def build_app(args: dict[str, Any] | AppArgs) -> serve.Application:
-    """Build the serving application from Serve config `args` (validated as `AppArgs`).
+    """The data plane alone, from Serve config `args`: traffic changes go through Serve configs, not its admin route.
 
-    Serve calls builders with exactly one argument, the `args` dict; use `make_app` to inject a loader.
-
-    Args:
-        args: the application args.
-
-    Returns:
-        The bound application (router + one deployment per version).
+    Serve configs of mlplatform use `mlplatform.release.app:build_app`, whose admin route can change traffic.
 
     Raises:
         pydantic.ValidationError: `args` is invalid; the error names the field.

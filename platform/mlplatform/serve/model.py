@@ -10,43 +10,15 @@ from typing import Any
 import numpy as np
 from ray import serve
 
-from mlplatform.registry import model_uri
+from mlplatform.errors import ConfigError
+from mlplatform.registry import load_booster, model_uri
 
-__all__ = ["ModelVersion", "LocalVersion", "load_booster"]
+__all__ = ["ModelVersion", "LocalVersion", "Loader"]
 
 logger = logging.getLogger("ray.serve")
 
+#: ``(model_uri, tracking_uri) -> xgboost.Booster``: `mlplatform.registry.load_booster`, or a fake in tests.
 Loader = Callable[[str, "str | None"], Any]
-
-
-def load_booster(uri: str, tracking_uri: str | None):
-    """Load an XGBoost Booster saved with the MLflow xgboost flavor, over the tracking server.
-
-    The flavor stores XGBoost's own format (UBJSON/JSON), so nothing is unpickled.
-
-    Args:
-        uri: an MLflow model URI, e.g. ``models:/churn/3``.
-        tracking_uri: MLflow tracking server; None uses $MLFLOW_TRACKING_URI.
-
-    Returns:
-        An ``xgboost.Booster``.
-
-    Raises:
-        TypeError: the model is not an XGBoost model.
-    """
-    import mlflow
-    import mlflow.xgboost
-    import xgboost
-
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-    model = mlflow.xgboost.load_model(uri)
-    if isinstance(model, xgboost.XGBModel):
-        model = model.get_booster()
-    if not isinstance(model, xgboost.Booster):
-        raise TypeError(f"{uri} loaded as {type(model).__name__}, not an xgboost Booster")
-    return model
 
 
 @serve.deployment
@@ -89,7 +61,7 @@ class ModelVersion:
         cfg = dict(user_config or {})
         unknown = sorted(set(cfg) - {"max_batch_size", "batch_wait_timeout_s"})
         if unknown:
-            raise ValueError(f"unknown user_config key(s) {unknown}; expected max_batch_size, batch_wait_timeout_s")
+            raise ConfigError(f"unknown user_config key(s) {unknown}; expected max_batch_size, batch_wait_timeout_s")
         if "max_batch_size" in cfg:
             self._batched.set_max_batch_size(int(cfg["max_batch_size"]))
         if "batch_wait_timeout_s" in cfg:
@@ -122,10 +94,10 @@ def _check_features(booster: Any, features: list[str], what: str) -> None:
     """Refuse to serve a Booster whose inputs disagree with the endpoint's feature list."""
     n = booster.num_features()
     if n != len(features):
-        raise ValueError(f"{what}: the Booster takes {n} features, the endpoint sends {len(features)} {features}")
+        raise ConfigError(f"{what}: the Booster takes {n} features, the endpoint sends {len(features)} {features}")
     names = booster.feature_names
     if names is not None and list(names) != list(features):
-        raise ValueError(f"{what}: the Booster's features {list(names)} differ from the endpoint's {features}")
+        raise ConfigError(f"{what}: the Booster's features {list(names)} differ from the endpoint's {features}")
 
 
 class _Call:

@@ -15,12 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from mlplatform.config import GateConfig
+from mlplatform.registry import CHALLENGER, CHAMPION
+from mlplatform.train.config import GateConfig
 
-__all__ = ["Evaluation", "Decision", "evaluate", "decide", "CHAMPION", "CHALLENGER"]
-
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+__all__ = ["Evaluation", "Decision", "evaluate", "decide"]
 
 
 @dataclass(frozen=True)

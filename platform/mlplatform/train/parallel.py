@@ -14,33 +14,21 @@ import os
 import tempfile
 from typing import Any
 
-import pandas as pd
+from mlplatform.train.common import METRIC, MODEL_FILE, split_frame
 
-__all__ = ["dp_trial", "split_frame", "CHECKPOINT_PATH_KEY"]
+__all__ = ["dp_trial", "CHECKPOINT_PATH_KEY"]
 
 #: CPUs of each Ray Data read/split task feeding the workers.
 DATA_CPUS = 0.25
-#: CPUs that must stay free of workers for Ray Data to stream the shards at all (its file listing asks for
-#: a whole one, and it budgets only what the workers leave).
-DATA_RESERVE_CPUS = 1.0
 
 #: Where `TuneReportCallback` puts the path of a Train checkpoint in the Tune trial's metrics.
 CHECKPOINT_PATH_KEY = "checkpoint_path"
-
-
-def split_frame(batch: pd.DataFrame, key: str, fraction: float, validation: bool) -> pd.DataFrame:
-    """The rows of `batch` on one side of the key-hash split (same rule as `load_training_data`)."""
-    bucket = pd.util.hash_pandas_object(batch[key], index=False).to_numpy() % 1000
-    val = bucket < int(fraction * 1000)
-    return batch.loc[val if validation else ~val].reset_index(drop=True)
 
 
 def _worker(config: dict[str, Any]) -> None:
     """One Train worker: its shards → DMatrix → xgboost.train joined to the others by XGBoost's collective."""
     import ray.train
     import xgboost as xgb
-
-    from mlplatform.train.search import METRIC, MODEL_FILE
 
     params = dict(config["params"])
     features, label = config["features"], config["label"]

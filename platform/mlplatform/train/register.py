@@ -15,13 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from mlplatform.config import TrainConfig
 from mlplatform.data.ingest import DatasetVersion
 from mlplatform.errors import PlatformError
-from mlplatform.registry import git_commit, set_aliases
-from mlplatform.settings import MLPLATFORM_SUBMITTED_BY
-from mlplatform.train.gate import CHALLENGER, CHAMPION, Decision, Evaluation, decide, evaluate
-from mlplatform.train.search import METRIC, MODEL_FILE, TrainingData, TrialOutcome
+from mlplatform.registry import CHALLENGER, CHAMPION, client, git_commit, load_booster, model_uri, set_aliases
+from mlplatform.settings import MLPLATFORM_SUBMITTED_BY, RAY_JOB_ID
+from mlplatform.train.common import METRIC, MODEL_FILE
+from mlplatform.train.config import TrainConfig
+from mlplatform.train.gate import Decision, Evaluation, decide, evaluate
+from mlplatform.train.search import TrainingData, TrialOutcome
 
 __all__ = ["RegisteredVersion", "config_hash", "log_and_register", "gate_and_alias"]
 
@@ -80,7 +81,7 @@ def log_and_register(
         "mlplatform.dataset.path": dataset.path,
         "mlplatform.config_hash": pipeline_config_hash,
         "mlplatform.git_commit": commit,
-        "mlplatform.ray_job_id": os.environ.get("RAY_JOB_ID", ""),
+        "mlplatform.ray_job_id": RAY_JOB_ID.get() or "",
         "mlplatform.submitted_by": MLPLATFORM_SUBMITTED_BY.get() or os.environ.get("USER", ""),
     }
     val_df = data.val_frame()
@@ -135,7 +136,7 @@ def log_and_register(
                 _log_importance(booster)
                 mlflow.log_dict(o.config, "resolved_params.json")
             version = str(info.registered_model_version)
-            client = mlflow.MlflowClient()
+            mlflow_client = mlflow.MlflowClient()
             metrics = {k: v for k, v in _numeric(o.metrics).items() if k.startswith("val_")}
             for k, v in {
                 **lineage,
@@ -143,7 +144,7 @@ def log_and_register(
                 "mlplatform.rank": str(rank),
                 **{f"mlplatform.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
             }.items():
-                client.set_model_version_tag(cfg.model_name, version, k, str(v))
+                mlflow_client.set_model_version_tag(cfg.model_name, version, k, str(v))
             boosters[version] = booster
             registered.append(RegisteredVersion(cfg.model_name, version, child_runs[o.trial_id], metrics, ()))
         mlflow.set_tag("mlplatform.registered_versions", ",".join(r.version for r in registered))
@@ -179,7 +180,7 @@ def _log_importance(booster: Any) -> None:
     plt.close(fig)
 
 
-def _record(client: Any, name: str, version: str, decision: Decision) -> None:
+def _record(mlflow_client: Any, name: str, version: str, decision: Decision) -> None:
     tags = {
         "mlplatform.gate.decision": decision.alias or "refused",
         "mlplatform.gate.reasons": "; ".join(decision.reasons),
@@ -190,8 +191,8 @@ def _record(client: Any, name: str, version: str, decision: Decision) -> None:
             {"version": decision.champion_version, **decision.champion.as_dict()}
         )
     for k, v in tags.items():
-        client.set_model_version_tag(name, version, k, v[:5000])
-    client.update_model_version(name, version, description=f"gate {decision.summary()}"[:5000])
+        mlflow_client.set_model_version_tag(name, version, k, v[:5000])
+    mlflow_client.update_model_version(name, version, description=f"gate {decision.summary()}"[:5000])
 
 
 def gate_and_alias(
@@ -209,13 +210,9 @@ def gate_and_alias(
     """
     from mlflow.exceptions import MlflowException
 
-    from mlplatform.registry import client as registry_client
-    from mlplatform.registry import model_uri
-    from mlplatform.serve.model import load_booster
-
-    client = registry_client()
+    mlflow_client = client()
     try:
-        current = {a: str(v) for a, v in client.get_registered_model(cfg.model_name).aliases.items()}
+        current = {a: str(v) for a, v in mlflow_client.get_registered_model(cfg.model_name).aliases.items()}
     except MlflowException:
         current = {}
     best = registered[0]
@@ -242,7 +239,7 @@ def gate_and_alias(
             decision = decide(candidate, measure(champion), cfg.gate, champion_version)
     else:
         decision = decide(candidate, None, cfg.gate)
-    _record(client, cfg.model_name, best.version, decision)
+    _record(mlflow_client, cfg.model_name, best.version, decision)
 
     moves: dict[str, str] = {}
     if decision.alias == CHAMPION:
@@ -255,7 +252,7 @@ def gate_and_alias(
                 runner_decision = Decision(
                     CHALLENGER, [*runner_decision.reasons, "runner-up of the first champion"], runner_decision.candidate
                 )
-            _record(client, cfg.model_name, runner.version, runner_decision)
+            _record(mlflow_client, cfg.model_name, runner.version, runner_decision)
     elif decision.alias == CHALLENGER:
         moves[CHALLENGER] = best.version
     set_aliases(cfg.model_name, moves)

@@ -16,9 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.config import ParamSpec, TrainConfig
 from mlplatform.data.ingest import DatasetVersion
 from mlplatform.errors import ConfigError, DataContractError, PlatformError
+from mlplatform.train.common import DATA_RESERVE_CPUS, METRIC, MODEL_FILE, split_frame
+from mlplatform.train.config import ParamSpec, TrainConfig
+from mlplatform.train.parallel import dp_trial
 
 __all__ = [
     "TrainingData",
@@ -31,9 +33,6 @@ __all__ = [
     "experiment_name",
     "latest_experiment",
 ]
-
-METRIC = "val_auc"
-MODEL_FILE = "model.ubj"
 
 
 @dataclass(frozen=True)
@@ -69,8 +68,6 @@ def load_training_data(
         max_rows: read at most this many rows (after the split).
     """
     import ray.data
-
-    from mlplatform.train.parallel import split_frame
 
     fraction = float(dataset.manifest.get("validation_fraction", 0.2))
     ds = ray.data.read_parquet(dataset.table_path)
@@ -189,8 +186,6 @@ def check_resources(cfg: TrainConfig, mode: str = "per_trial") -> None:
             f"{largest:g} CPUs, so no trial could start; lower train.cpus_per_trial or add bigger nodes"
         )
     if mode == "data_parallel":
-        from mlplatform.train.parallel import DATA_RESERVE_CPUS
-
         # The workers' shards stream from Ray Data, which excludes the workers' CPUs from its budget and
         # needs a whole CPU of what is left (its file listing asks for one); less and the fit hangs forever.
         if cfg.num_workers * cfg.cpus_per_trial > total - DATA_RESERVE_CPUS:
@@ -268,8 +263,6 @@ def search(
 
     check_resources(cfg, mode)
     if mode == "data_parallel":
-        from mlplatform.train.parallel import dp_trial
-
         assert dataset is not None, "data-parallel mode needs the dataset version"
         trainable = tune.with_resources(
             tune.with_parameters(

@@ -1,6 +1,6 @@
 """Progressive rollout: move traffic to a canary step by step, judge each step, roll back on a breach.
 
-At each step (e.g. 1 → 10 → 50 → 100 %) the canary's share is set live (`traffic.apply_policy`), the step
+At each step (e.g. 1 → 10 → 50 → 100 %) the canary's share is set live (`TrafficControl.apply_policy`), the step
 bakes for ``bake_s`` on real traffic, and the canary's error rate and p99 latency over exactly that window
 are compared with the stable version's. Both come from the router's per-version Prometheus metrics,
 scraped from every node (`serve.metrics`), so the judgement covers every router replica. A breach — or a
@@ -18,13 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlplatform import history
-from mlplatform.config import RolloutConfig
 from mlplatform.errors import PlatformError
-from mlplatform.serve.metrics import VersionStats
-from mlplatform.traffic import CHAMPION, PREVIOUS, ServeAdmin, aliases_of, apply_policy, served
+from mlplatform.registry import CHAMPION, PREVIOUS
+from mlplatform.release.config import RolloutConfig
+from mlplatform.release.history import Event
+from mlplatform.release.traffic import TrafficControl
+from mlplatform.serve.metrics import VersionStats, metrics_urls, scrape
 
-__all__ = ["RolloutResult", "StepReport", "judge", "run_rollout"]
+__all__ = ["RolloutResult", "StepReport", "StatsReader", "judge", "run_rollout", "cluster_stats"]
 
 #: version → cumulative stats, read from wherever the metrics live.
 StatsReader = Callable[[], dict[str, VersionStats]]
@@ -81,19 +82,9 @@ def judge(canary: VersionStats, stable: VersionStats | None, cfg: RolloutConfig)
     return None
 
 
-def _resolve(model: str, ref: str, tracking_uri: str | None) -> str:
-    from mlplatform.registry import resolve_version
-    from mlplatform.serve.routing import _version_key
-
-    ref = str(_version_key(ref))
-    if ref.isdigit():
-        return resolve_version(model, ref, tracking_uri=tracking_uri)
-    return resolve_version(model, alias=ref, tracking_uri=tracking_uri)
-
-
 def run_rollout(
     cfg: RolloutConfig,
-    admin: ServeAdmin,
+    control: TrafficControl,
     read_stats: StatsReader,
     *,
     sleep: Callable[[float], None] = time.sleep,
@@ -101,15 +92,22 @@ def run_rollout(
 ) -> RolloutResult:
     """Roll `cfg.canary` out in `cfg.app`; returns what happened (a rollback is a result, not an error).
 
+    Args:
+        cfg: the rollout.
+        control: how traffic is read and changed (and where aliases and history live).
+        read_stats: cumulative per-version stats, read before and after each step's bake.
+        sleep: waits a step's bake (tests pass a fake clock).
+        log: one line per step.
+
     Raises:
         PlatformError: the application, canary or stable version is unusable (nothing was changed).
     """
-    app = served(admin, cfg.app)
+    app = control.served(cfg.app)
     model, uri = app.args.model_name, app.args.tracking_uri
-    canary = _resolve(model, cfg.canary, uri)
+    canary = control.resolve(model, cfg.canary, tracking_uri=uri)
     start_policy = app.policy.model_dump(mode="json", exclude_none=True)
     if cfg.stable is not None:
-        stable = _resolve(model, cfg.stable, uri)
+        stable = control.resolve(model, cfg.stable, tracking_uri=uri)
     else:
         candidates = {v: w for v, w in app.policy.weights.items() if v != canary and w > 0}
         if not candidates:
@@ -127,15 +125,14 @@ def run_rollout(
 
     def restore(reason: str) -> RolloutResult:
         log(f"rolling back: {reason}")
-        apply_policy(admin, cfg.app, start_policy, action="rollout-rollback", reason=reason)
+        control.apply_policy(cfg.app, start_policy, action="rollout-rollback", reason=reason)
         result.reason = reason
         return result
 
     log(f"rollout of v{canary} in {cfg.app!r} against stable v{stable}: steps {cfg.steps} %, bake {cfg.bake_s:g}s")
     for percent in cfg.steps:
         weights = {stable: 100.0 - percent, canary: percent} if percent < 100 else {canary: 100.0}
-        apply_policy(
-            admin,
+        control.apply_policy(
             cfg.app,
             {**keep, "weights": weights},
             action="rollout-step",
@@ -167,10 +164,9 @@ def run_rollout(
             return restore(f"rollout of v{canary} failed at {percent:g}%: {verdict}")
 
     if cfg.promote:
-        old = aliases_of(model, tracking_uri=uri).get(CHAMPION)
+        old = control.registry.aliases_of(model, tracking_uri=uri).get(CHAMPION)
         moves = {CHAMPION: canary, **({PREVIOUS: old} if old and old != canary else {})}
-        apply_policy(
-            admin,
+        control.apply_policy(
             cfg.app,
             {**keep, "weights": {canary: 100.0}},
             action="rollout-done",
@@ -178,13 +174,13 @@ def run_rollout(
             move_aliases=moves,
         )
     else:
-        history.record(
-            history.Event(
+        control.history.record(
+            Event(
                 app=cfg.app,
                 model=model,
                 action="rollout-done",
                 weights={canary: 100.0},
-                aliases=aliases_of(model, tracking_uri=uri),
+                aliases=control.registry.aliases_of(model, tracking_uri=uri),
                 reason=f"rollout of v{canary} passed every step",
             ),
             tracking_uri=uri,
@@ -197,7 +193,6 @@ def run_rollout(
 
 def cluster_stats(model: str) -> StatsReader:
     """A reader of `model`'s per-version stats from every node of the connected Ray cluster."""
-    from mlplatform.serve.metrics import metrics_urls, scrape
 
     def read() -> dict[str, Any]:
         return scrape(metrics_urls(), model)

@@ -1,8 +1,9 @@
-"""The thin job layer: run a lifecycle job in-process, or submit it to a Ray cluster's Jobs API.
+"""The thin job layer: launch a lifecycle job in this process, or submit it to a Ray cluster's Jobs API.
 
 `submit` validates the config locally first (a bad config never reaches the cluster), uploads the
 repository as the job's working_dir, streams the logs and returns the job's exit status. Inside the job,
-`job_main` parses args, loads the config, connects to Ray and calls `mlplatform.pipeline.run_job`.
+`job_main` (the body of every `jobs/<job>.py`) parses args, loads the config, connects to Ray and calls
+`mlplatform.pipeline.run_job`; `run_local` does the same on an embedded Ray (`mlplatform run`).
 """
 
 from __future__ import annotations
@@ -15,9 +16,19 @@ import sys
 import time
 from pathlib import Path
 
+import mlplatform
+from mlplatform import cluster
 from mlplatform.config import load_config
 from mlplatform.errors import ConfigError, JobFailedError, PlatformError, PlatformNotRunningError
-from mlplatform.settings import MLFLOW_TRACKING_URI, MLPLATFORM_GIT_COMMIT, MLPLATFORM_SUBMITTED_BY, RAY_ADDRESS
+from mlplatform.pipeline import JobOptions, config_model, run_job
+from mlplatform.registry import git_commit
+from mlplatform.settings import (
+    MLFLOW_TRACKING_URI,
+    MLPLATFORM_GIT_COMMIT,
+    MLPLATFORM_SUBMITTED_BY,
+    RAY_ADDRESS,
+    platform_home,
+)
 
 __all__ = ["job_main", "submit", "run_local", "repo_root", "EXCLUDES"]
 
@@ -53,8 +64,6 @@ def _connect() -> None:
     bootstrap = sys.modules.get("_bootstrap")
     if bootstrap is not None and getattr(bootstrap, "INSERTED", False):
         # The package came from the uploaded working_dir, not from an install: ship it to tasks and actors.
-        import mlplatform
-
         runtime_env["py_modules"] = [mlplatform]
     ray.init(runtime_env=runtime_env or None)
 
@@ -65,8 +74,6 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="YAML pipeline config")
     parser.add_argument("--resume", action="store_true", help="train/pipeline: finish the interrupted search")
     args = parser.parse_args(argv)
-    from mlplatform.pipeline import config_model
-
     try:
         cfg = load_config(args.config, config_model(job))
     except ConfigError as exc:
@@ -79,8 +86,6 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    from mlplatform.pipeline import JobOptions, run_job
-
     _connect()
     try:
         run_job(job, cfg, JobOptions(resume=args.resume))
@@ -97,10 +102,6 @@ def run_local(job: str, config: str, *, resume: bool = False) -> int:
     started on the same store for the duration of the run, so its runs and versions are kept.
     """
     import ray
-
-    from mlplatform import cluster
-    from mlplatform.pipeline import config_model
-    from mlplatform.settings import platform_home
 
     load_config(config, config_model(job))  # fail on a bad config before starting anything
     own_mlflow = None
@@ -127,9 +128,7 @@ def _address(address: str | None) -> str:
     env = RAY_ADDRESS.get() or ""
     if env.startswith("http"):
         return env
-    from mlplatform.cluster import load_state
-
-    state = load_state()
+    state = cluster.load_state()
     return state.dashboard_url if state else "http://127.0.0.1:8265"
 
 
@@ -141,10 +140,6 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
         JobFailedError: with `wait`, the job ended FAILED or STOPPED.
     """
     from ray.job_submission import JobStatus, JobSubmissionClient
-
-    from mlplatform.cluster import auth_headers
-    from mlplatform.pipeline import config_model
-    from mlplatform.registry import git_commit
 
     root = repo_root()
     cfg_path = Path(config).resolve()
@@ -159,7 +154,7 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
         ) from None
     addr = _address(address)
     try:
-        client = JobSubmissionClient(addr, headers=auth_headers())
+        client = JobSubmissionClient(addr, headers=cluster.auth_headers())
     except ConnectionError as exc:
         raise PlatformNotRunningError(
             f"no Ray Jobs API at {addr}: start the local platform with `mlplatform up`, or pass --address "

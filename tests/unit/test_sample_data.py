@@ -2,7 +2,7 @@ import json
 
 import pandas as pd
 import pytest
-from mlplatform.datasets import generate
+from mlplatform.tools.sample_data import generate
 
 
 def test_deterministic_by_seed(tmp_path):

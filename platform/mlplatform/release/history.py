@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mlplatform.registry import client as registry_client
 from mlplatform.settings import MLPLATFORM_SUBMITTED_BY
 
 __all__ = ["Event", "EXPERIMENT", "record", "read", "who"]
@@ -97,8 +98,6 @@ def record(event: Event, *, tracking_uri: str | None = None) -> Event:
     """
     from mlflow.exceptions import MlflowException
 
-    from mlplatform.registry import client as registry_client
-
     client = registry_client(tracking_uri)
     stamped = replace(event, at=event.at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), by=event.by or who())
     run_id = _run_id(client, event.app, create=True)
@@ -120,8 +119,6 @@ def record(event: Event, *, tracking_uri: str | None = None) -> Event:
 
 def read(app: str, *, tracking_uri: str | None = None) -> list[Event]:
     """The application's history, oldest first (empty when it was never deployed by mlplatform)."""
-    from mlplatform.registry import client as registry_client
-
     client = registry_client(tracking_uri)
     run_id = _run_id(client, app, create=False)
     return [] if run_id is None else _load(client, run_id)

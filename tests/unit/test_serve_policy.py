@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from mlplatform.serve.routing import WeightedRendezvous, WeightedRoundRobin, parse_policy
+from mlplatform.errors import ConfigError
+from mlplatform.serve.policy import normalize_version, parse_policy
+from mlplatform.serve.split import WeightedRendezvous, WeightedRoundRobin
 
 
 def picks(weights, n):
@@ -85,7 +87,7 @@ def test_parse_policy_shadow_and_faults():
     "config, message",
     [
         (None, "user_config must be"),
-        ({"weights": {"3": 100}, "other": 1}, "other: Extra inputs are not permitted"),
+        ({"weights": {"3": 100}, "other": 1}, "other: unknown key"),
         ({"weights": []}, "non-empty mapping"),
         ({"weights": {"5": 100}}, r"weights names version '5', which is not deployed \(deployed: \['3', '4'\]\)"),
         ({"weights": {"3": 120, "4": -20}}, r"weight of version '3' must be a number in 0\.\.100, got 120"),
@@ -98,7 +100,7 @@ def test_parse_policy_shadow_and_faults():
     ],
 )
 def test_parse_policy_rejects(config, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):
         parse_policy(config, ["3", "4"])
 
 
@@ -141,3 +143,10 @@ def test_rendezvous_moves_few_keys_when_weights_change():
 def test_rendezvous_zero_weight_never_picked():
     ring = WeightedRendezvous({"a": 0, "b": 100})
     assert {ring.pick(k) for k in keys(1000)} == {"b"}
+
+
+@pytest.mark.parametrize(
+    "given,named", [(3, "3"), ("3", "3"), ("v3", "3"), ("V3", "3"), (" v3 ", "3"), ("champion", "champion")]
+)
+def test_every_way_of_naming_a_version_is_one_name(given, named):
+    assert normalize_version(given) == named

@@ -1,4 +1,4 @@
-"""Sample data: four heterogeneous sources about the same customers, deterministic by seed, any size.
+"""Sample data: heterogeneous sources about the same customers (tables, JSON, text, images), deterministic by seed.
 
 - ``profiles.csv``      one row per customer: age, plan, tenure, and the label ``churned``
 - ``events.jsonl``      app events with nested fields (``user.id``, ``event.type``, ``event.duration_s``)

@@ -7,15 +7,23 @@ anything changes, pin aliases to concrete versions, and apply it through Serve's
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlplatform.config import parse_config, read_yaml
-from mlplatform.errors import ConfigError
+from pydantic import ValidationError
+from ray.serve.schema import ServeDeploySchema
 
-__all__ = ["Deployment", "load_serve_config", "deploy", "curl_line"]
+from mlplatform.config import parse_config, read_yaml, validation_problems
+from mlplatform.errors import ConfigError
+from mlplatform.release.history import Event
+from mlplatform.release.serve_api import ServeAdmin
+from mlplatform.release.traffic import TrafficControl
+from mlplatform.serve.app import resolve_app_args
+from mlplatform.serve.config import AppArgs
+from mlplatform.serve.protocol import curl_line
+
+__all__ = ["Deployment", "load_serve_config", "deploy"]
 
 
 @dataclass(frozen=True)
@@ -31,31 +39,19 @@ class Deployment:
         return curl_line(self.url, self.model_name, self.features, with_key=self.auth != "none")
 
 
-def curl_line(base_url: str, model: str, features: list[str], *, with_key: bool) -> str:
-    """A curl command that works as printed: one instance with every feature set to 1.0."""
-    body = json.dumps({"instances": [{f: 1.0 for f in features}]})
-    auth = ' -H "Authorization: Bearer $MLPLATFORM_API_KEY"' if with_key else ""
-    return f"curl -s -X POST {base_url}/v1/models/{model}:predict -H 'Content-Type: application/json'{auth} -d '{body}'"
-
-
-def load_serve_config(path: str, application: str | None = None) -> tuple[dict[str, Any], dict[str, Any], Any]:
+def load_serve_config(path: str, application: str | None = None) -> tuple[dict[str, Any], dict[str, Any], AppArgs]:
     """Validate a Serve config file; return (whole file, the chosen application, its typed AppArgs).
 
     Raises:
         ConfigError: naming the file and the field path.
     """
-    from pydantic import ValidationError
-    from ray.serve.schema import ServeDeploySchema
-
-    from mlplatform.serve import AppArgs
-
     raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a Ray Serve config mapping with `applications`")
     try:
         ServeDeploySchema.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"  {path}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors(include_url=False)]
+        lines = [f"  {path}: {line}" for line in validation_problems(exc)]
         raise ConfigError(f"invalid Serve config {path}:\n" + "\n".join(lines)) from None
     apps = raw["applications"]
     if application is None:
@@ -72,7 +68,13 @@ def load_serve_config(path: str, application: str | None = None) -> tuple[dict[s
     return raw, app, args
 
 
-def deploy(serve_config: str, application: str | None = None, *, address: str | None = None) -> Deployment:
+def deploy(
+    serve_config: str,
+    application: str | None = None,
+    *,
+    address: str | None = None,
+    control: TrafficControl | None = None,
+) -> Deployment:
     """Deploy one application of a Serve config file and wait until it serves.
 
     Aliases are pinned to the versions they point at now, so the deployed config says exactly what
@@ -85,39 +87,35 @@ def deploy(serve_config: str, application: str | None = None, *, address: str | 
         mlplatform.errors.RegistryError: a version or alias is not in the registry.
         PlatformError: Serve failed to deploy the application.
     """
-    from mlplatform import history
-    from mlplatform.serve.app import resolve_app_args, router_name
-    from mlplatform.serve.router import default_policy
-    from mlplatform.traffic import ServeAdmin, aliases_of
-
+    control = control or TrafficControl(ServeAdmin(address))
     raw, app, args = load_serve_config(serve_config, application)
     try:
         resolved, features = resolve_app_args(args)
-    except ValueError as exc:
+    except ConfigError as exc:
         raise ConfigError(f"{serve_config}: application {app.get('name')!r}: {exc}") from None
-    policy = default_policy(resolved)
+    policy = resolved.default_policy()
     config = {
         **app,
         "args": resolved.model_dump(mode="json", exclude_none=True),
         "deployments": [
-            *[d for d in app.get("deployments") or [] if d.get("name") != router_name(resolved.model_name)],
-            {"name": router_name(resolved.model_name), "user_config": policy},
+            *[d for d in app.get("deployments") or [] if d.get("name") != resolved.router],
+            {"name": resolved.router, "user_config": policy},
         ],
     }
-    admin = ServeAdmin(address)
+    admin = control.admin
     before = admin.apply(config, http_options=raw.get("http_options"))
     admin.wait(app["name"], before)
 
     http = admin.details().get("http_options") or {}
     host, port = http.get("host") or "127.0.0.1", int(http.get("port") or 8000)
-    history.record(
-        history.Event(
+    control.history.record(
+        Event(
             app=app["name"],
             model=resolved.model_name,
             action="deploy",
             weights=policy["weights"],
             shadow=policy.get("shadow"),
-            aliases=aliases_of(resolved.model_name, tracking_uri=resolved.tracking_uri),
+            aliases=control.registry.aliases_of(resolved.model_name, tracking_uri=resolved.tracking_uri),
             reason=f"deploy {Path(serve_config).name}",
         ),
         tracking_uri=resolved.tracking_uri,

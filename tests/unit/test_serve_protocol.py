@@ -1,4 +1,4 @@
-"""Serving configs and request parsing (no Ray)."""
+"""Serving configs and the wire formats (no Ray)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import math
 
 import numpy as np
 import pytest
-from mlplatform.serve.schemas import (
-    AppArgs,
-    RequestError,
-    VersionSpec,
+from mlplatform.errors import RequestError
+from mlplatform.serve.config import AppArgs, VersionSpec
+from mlplatform.serve.protocol import (
     parse_v1,
     parse_v2,
     v1_response,

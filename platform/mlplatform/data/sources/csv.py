@@ -1,0 +1,64 @@
+"""CSV files with a header row: every field read as text, so the contract, not type inference, decides what is bad."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from mlplatform.data.contract import FILE
+from mlplatform.data.sources import SourceKind, register, utf8_problem
+
+
+def _skip_row(row: Any) -> str:
+    return "skip"  # the probe found it and quarantines it (CsvKind.probe)
+
+
+@register
+class CsvKind(SourceKind):
+    name = "csv"
+
+    def probe(self, fs: Any, path: str) -> tuple[str, list[dict[str, str]]]:
+        """Not UTF-8, or rows whose number of columns is not the header's: pyarrow's reader (and so Ray's)
+        would fail the whole file on one such row; the reader skips them and the quarantine gets them."""
+        reason = utf8_problem(fs, path)
+        if reason:
+            return reason, []
+        bad: list[dict[str, str]] = []
+
+        def collect(row: Any) -> str:
+            bad.append(
+                {
+                    "reason": f"malformed CSV row: expected {row.expected_columns} columns, got {row.actual_columns}",
+                    "record": row.text,
+                }
+            )
+            return "skip"
+
+        with fs.open_input_stream(path) as f:
+            reader = pacsv.open_csv(
+                f,
+                parse_options=pacsv.ParseOptions(invalid_row_handler=collect),
+                # Converting one column is enough: the row check happens while parsing, before conversion.
+                convert_options=pacsv.ConvertOptions(include_columns=["__none__"], include_missing_columns=True),
+            )
+            for _ in reader:
+                pass
+        return "", bad
+
+    def read(self, source: Any, paths: list[str]) -> Any:
+        import ray.data
+
+        convert = pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in source.fields},
+            include_columns=list(source.fields),
+            include_missing_columns=True,
+            strings_can_be_null=False,
+        )
+        parse = pacsv.ParseOptions(invalid_row_handler=_skip_row)
+        return ray.data.read_csv(paths, convert_options=convert, parse_options=parse, include_paths=True)
+
+    def records(self, batch: pd.DataFrame, source: Any) -> pd.DataFrame:
+        return batch.rename(columns={"path": FILE})

@@ -1,0 +1,46 @@
+"""Release configs: which Serve config a pipeline deploys, and how a progressive rollout moves and judges traffic."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+
+from mlplatform.config import StrictModel
+
+__all__ = ["DeployConfig", "RolloutConfig"]
+
+
+class DeployConfig(StrictModel):
+    """Which Serve config to apply after training."""
+
+    serve_config: str = Field(description="Path of a Ray Serve config file (serve_configs/*.yaml).")
+    application: str | None = Field(None, description="Application in that file (default: the only one).")
+
+
+class RolloutConfig(StrictModel):
+    """A progressive rollout: move traffic to a canary step by step, judge each step, roll back on a breach."""
+
+    app: str = Field(description="Serve application to roll out in.")
+    canary: str = Field(description="Version (or registry alias) to roll out.")
+    stable: str | None = Field(None, description="Version compared with (default: the one with most traffic).")
+    steps: list[float] = Field([1, 10, 50, 100], min_length=1, description="Canary percent at each step.")
+    bake_s: float = Field(30, ge=1, description="Seconds each step runs before it is judged.")
+    min_requests: int = Field(20, ge=1, description="Canary requests a step needs before it can be judged.")
+    max_wait_s: float | None = Field(
+        None, description="Longest a step waits for min_requests (default 4 × bake_s); then it rolls back."
+    )
+    max_error_rate_increase: float = Field(
+        0.01, ge=0, le=1, description="Largest tolerated canary error rate above the stable version's."
+    )
+    max_p99_ratio: float = Field(1.5, ge=1, description="Largest tolerated canary p99 latency / stable p99.")
+    p99_slack_ms: float = Field(5, ge=0, description="p99 differences below this many ms never count as a breach.")
+    promote: bool = Field(True, description="At 100 %, make the canary the champion (old one becomes `previous`).")
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> RolloutConfig:
+        if any(not 0 < s <= 100 for s in self.steps):
+            raise ValueError(f"steps must be percents in (0, 100], got {self.steps}")
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:], strict=False)):
+            raise ValueError(f"steps must increase, got {self.steps}")
+        if self.steps[-1] != 100:
+            raise ValueError(f"the last step must be 100, got {self.steps[-1]:g}")
+        return self

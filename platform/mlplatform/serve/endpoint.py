@@ -1,0 +1,346 @@
+"""The endpoint: HTTP routes (V1, Open Inference Protocol V2, admin) around a `RouterCore`, and the ingress
+deployment that hosts them.
+
+The routes live in `create_app(core)`, so they can be exercised with any awaitable "handles" (unit tests)
+as well as inside the `Router` Serve deployment. Every refusal is a `RequestError` turned into a JSON 4xx
+naming the problem; nothing a client sends surfaces as a 500, and every response carries x-model-version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.exceptions import RayServeException
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mlplatform.errors import ConfigError, RequestError
+from mlplatform.registry import load_booster
+from mlplatform.serve.config import AppArgs
+from mlplatform.serve.model import Loader, LocalVersion
+from mlplatform.serve.policy import parse_policy
+from mlplatform.serve.protocol import (
+    Parsed,
+    load_json,
+    parse_v1,
+    parse_v2,
+    v1_response,
+    v2_metadata,
+    v2_response,
+)
+from mlplatform.serve.router import PolicyApplier, RequestObserver, RouterCore
+
+__all__ = ["Router", "create_app", "VERSION_HEADER", "REQUEST_ID_HEADER"]
+
+logger = logging.getLogger("ray.serve")
+
+VERSION_HEADER = "x-model-version"
+REQUEST_ID_HEADER = "x-request-id"
+
+
+def _package_version() -> str:
+    try:
+        return version("mlplatform")
+    except PackageNotFoundError:  # run from a source tree (a job's working_dir) without an install
+        return "unknown"
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing (413) anything over `limit` bytes before reading all of it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body of {int(declared)} bytes is over the limit of {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _VersionHeader:
+    """ASGI middleware: every response carries x-model-version, and nothing escapes as a bare 500.
+
+    Routes that served a prediction set the header to that version; every other response (errors, health,
+    unknown paths) gets the served versions joined by ",".
+    """
+
+    def __init__(self, app: Any, served: str) -> None:
+        self.app = app
+        self.header = (VERSION_HEADER.encode(), served.encode())
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_header(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                if not any(k.lower() == self.header[0] for k, _ in headers):
+                    headers.append(self.header)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_header)
+        except Exception:
+            logger.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
+            if started:
+                raise
+            response = JSONResponse({"error": "internal error in the router; see the replica logs"}, status_code=500)
+            await response(scope, receive, send_with_header)
+
+
+def create_app(core: RouterCore) -> FastAPI:
+    """The FastAPI app of the endpoint around `core`.
+
+    Routes: ``POST /v1/models/{name}:predict``, ``GET /v1/models/{name}``, ``POST /v2/models/{name}/infer``
+    (and ``/versions/{v}/infer``), ``GET /v2/models/{name}`` (metadata), ``GET /v2/models/{name}/ready``,
+    ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``.
+    """
+    # No docs/openapi routes: the endpoint is an API, and they would bypass auth.
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    args = core.args
+    routing_field = args.sticky.field if args.sticky else None
+
+    def error(status: int, message: str, **extra: Any) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+        return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+    @app.exception_handler(RequestError)
+    async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return error(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = f"no such endpoint: {request.method} {request.url.path}"
+        elif exc.status_code == 405:
+            message = f"method {request.method} is not allowed on {request.url.path}"
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return error(400, f"invalid request: {problems}")
+
+    # ------------------------------------------------------------------------------------- V1
+
+    async def answer(request: Request, requested: str | None, parsed: Parsed) -> tuple[str, Any]:
+        key = None if requested else core.routing_key(request.headers, parsed)
+        version = core.choose(requested, key)
+        route = "pinned" if requested else ("sticky" if key is not None else "weighted")
+        request_id = parsed.request_id or request.headers.get(REQUEST_ID_HEADER)
+        return version, await core.predict(version, parsed.x, request_id=request_id, route=route)
+
+    @app.post("/v1/models/{name}:predict")
+    async def v1_predict(name: str, request: Request) -> JSONResponse:
+        core.auth.check(request.headers)
+        core.check_model(name)
+        requested = request.headers.get(VERSION_HEADER)
+        if requested:
+            core.check_version(requested.strip())
+        body = await read_body(request, args.max_body_bytes)
+        parsed = parse_v1(
+            body,
+            core.features,
+            max_instances=args.max_instances,
+            allow_missing=args.allow_missing,
+            routing_field=routing_field,
+        )
+        version, preds = await answer(request, requested, parsed)
+        return JSONResponse(v1_response(preds, version), headers={VERSION_HEADER: version})
+
+    @app.get("/v1/models/{name}")
+    async def v1_status(name: str) -> JSONResponse:
+        # KServe's V1 "model ready" route; open like the other health routes.
+        core.check_model(name)
+        failing = await core.not_ready()
+        body = {**core.status(), "ready": not failing}
+        if failing:
+            return error(503, f"versions not ready: {failing}", **body)
+        return JSONResponse(body)
+
+    # ------------------------------------------------------------------------------------- V2
+
+    async def v2_infer(name: str, forced: str | None, request: Request) -> JSONResponse:
+        core.auth.check(request.headers)
+        core.check_model(name)
+        requested = forced or request.headers.get(VERSION_HEADER)
+        if requested:
+            core.check_version(requested.strip())
+        if "inference-header-content-length" in request.headers:
+            raise RequestError(400, "binary tensor data is not supported; send JSON tensors (binary_data=False)")
+        body = await read_body(request, args.max_body_bytes)
+        parsed = parse_v2(
+            body,
+            core.features,
+            max_instances=args.max_instances,
+            allow_missing=args.allow_missing,
+            routing_field=routing_field,
+        )
+        version, preds = await answer(request, requested, parsed)
+        return JSONResponse(
+            v2_response(core.model_name, version, preds, parsed.request_id), headers={VERSION_HEADER: version}
+        )
+
+    @app.post("/v2/models/{name}/infer")
+    async def v2_infer_any(name: str, request: Request) -> JSONResponse:
+        return await v2_infer(name, None, request)
+
+    @app.post("/v2/models/{name}/versions/{version}/infer")
+    async def v2_infer_version(name: str, version: str, request: Request) -> JSONResponse:
+        return await v2_infer(name, version, request)
+
+    @app.get("/v2/models/{name}")
+    async def v2_model_metadata(name: str, request: Request) -> JSONResponse:
+        core.auth.check(request.headers)
+        core.check_model(name)
+        return JSONResponse(v2_metadata(core.model_name, core.versions, core.features))
+
+    @app.get("/v2/models/{name}/versions/{version}")
+    async def v2_version_metadata(name: str, version: str, request: Request) -> JSONResponse:
+        core.auth.check(request.headers)
+        core.check_model(name)
+        v = core.check_version(version)
+        return JSONResponse(v2_metadata(core.model_name, [v], core.features), headers={VERSION_HEADER: v})
+
+    async def ready(name: str | None, version: str | None) -> JSONResponse:
+        if name is not None:
+            core.check_model(name)
+        failing = await core.not_ready()
+        if version is not None:
+            v = core.check_version(version)
+            failing = {k: r for k, r in failing.items() if k == v}
+        body: dict[str, Any] = {"name": core.model_name} if name is not None else {}
+        if failing:
+            return error(503, f"versions not ready: {failing}", ready=False, **body)
+        return JSONResponse({**body, "ready": True})
+
+    @app.get("/v2/health/ready")
+    async def v2_server_ready() -> JSONResponse:
+        return await ready(None, None)
+
+    @app.get("/v2/models/{name}/ready")
+    async def v2_model_ready(name: str) -> JSONResponse:
+        return await ready(name, None)
+
+    @app.get("/v2/models/{name}/versions/{version}/ready")
+    async def v2_version_ready(name: str, version: str) -> JSONResponse:
+        return await ready(name, version)
+
+    # ---------------------------------------------------------------------------------- admin
+
+    @app.get("/admin/v1/models/{name}/traffic")
+    async def admin_traffic(name: str, request: Request) -> JSONResponse:
+        core.auth.check(request.headers, admin=True)
+        core.check_model(name)
+        return JSONResponse(core.status())
+
+    @app.put("/admin/v1/models/{name}/traffic")
+    async def admin_set_traffic(name: str, request: Request) -> JSONResponse:
+        who = core.auth.check(request.headers, admin=True)
+        core.check_model(name)
+        doc = load_json(await read_body(request, args.max_body_bytes))
+        if not isinstance(doc, dict):
+            raise RequestError(400, "body must be a JSON object: {weights, shadow?, faults?, reason?}")
+        reason = doc.pop("reason", "")
+        if not isinstance(reason, str):
+            raise RequestError(400, "'reason' must be a string")
+        try:
+            parse_policy(doc, core.versions)
+        except ConfigError as exc:
+            raise RequestError(400, str(exc)) from None
+        if core.apply_policy is None:
+            raise RequestError(503, "traffic changes need the Serve control plane, which this replica cannot reach")
+        try:
+            # Through Serve's declarative config, so every router replica (and the deployed config) agrees.
+            event = await asyncio.to_thread(core.apply_policy, doc, reason, who)
+        except Exception as exc:
+            logger.warning("admin traffic change failed: %s: %s", type(exc).__name__, exc)
+            raise RequestError(502, f"the control plane refused the change: {exc}") from None
+        return JSONResponse(event)
+
+    @app.get("/v2/health/live")
+    async def v2_live() -> JSONResponse:
+        return JSONResponse({"live": True})
+
+    @app.get("/v2")
+    async def v2_server_metadata() -> JSONResponse:
+        return JSONResponse({"name": "mlplatform", "version": _package_version(), "extensions": []})
+
+    app.add_middleware(_VersionHeader, served=core.served)
+    return app
+
+
+def _app_name() -> str | None:
+    try:
+        return serve.get_replica_context().app_name
+    except RayServeException:  # serve.run(..., _local_testing_mode=True) has no replica context
+        return None
+
+
+@serve.deployment
+@serve.ingress()
+class Router:
+    """The ingress deployment: the endpoint's routes around a `RouterCore`.
+
+    Args:
+        args: the resolved `AppArgs` as a dict (versions concrete).
+        features: the model's input features, in model order.
+        handles: version → DeploymentHandle of its `ModelVersion` deployment (empty with ``colocate``).
+        loader: with ``colocate``, the model loader each replica uses to load every version itself.
+        apply_policy: how the admin route applies a traffic change cluster-wide (None: it answers 503).
+        observers: called with every answered request (e.g. the inference log).
+    """
+
+    def __init__(
+        self,
+        args: dict[str, Any],
+        features: list[str],
+        handles: dict[str, Any],
+        loader: Loader | None = None,
+        apply_policy: PolicyApplier | None = None,
+        observers: Sequence[RequestObserver] = (),
+    ) -> None:
+        parsed = AppArgs.model_validate(args)
+        if parsed.colocate:
+            handles = {
+                v.version: LocalVersion(
+                    parsed.model_name, v.version, parsed.tracking_uri, loader or load_booster, features
+                )
+                for v in parsed.versions
+                if v.version is not None
+            }
+        self.core = RouterCore(
+            parsed,
+            features,
+            handles,
+            apply_policy=apply_policy,
+            observers=observers,
+            app_name=_app_name(),
+        )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Apply a traffic policy (weights, shadow, faults) live; a ConfigError makes Serve reject the config."""
+        self.core.set_policy(user_config)
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        # Late-bound ASGI app (serve.ingress() without an app): built after __init__, so the routes close
+        # over this replica's RouterCore instead of looking it up from the replica context per request.
+        return create_app(self.core)
