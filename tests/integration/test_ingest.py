@@ -13,6 +13,7 @@ import ray
 from mlplatform.config import load_config
 from mlplatform.data.config import DataConfig
 from mlplatform.data.ingest import ingest
+from mlplatform.pipeline import PipelineConfig
 from mlplatform.tools.sample_data import generate
 
 from tests.conftest import DEMO_CONFIG

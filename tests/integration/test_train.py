@@ -11,7 +11,7 @@ import yaml
 from mlplatform.cluster import auth_headers, load_state
 
 from tests.conftest import DEMO_CONFIG, ROOT
-from tests.integration.conftest import cli
+from tests.integration.conftest import cli, no_serve_apps
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,7 @@ def write_config(name: str, home: Path, **train) -> Path:
 
 @pytest.fixture(scope="module")
 def trained(platform_env):
+    no_serve_apps(platform_env)  # the data-parallel test needs whole CPUs; other modules' endpoints hold shares
     cli("data", "--entities", "6000", env=platform_env)
     written: list[Path] = []
     yield platform_env, written

@@ -1,9 +1,13 @@
 """The CLI fails early and clearly, without a cluster."""
 
+import http.server
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import DEMO_CONFIG, ROOT
 
@@ -12,7 +16,8 @@ MLPLATFORM = Path(sys.executable).parent / "mlplatform"
 
 def run(*args, home):
     env = {**os.environ, "MLPLATFORM_HOME": str(home)}
-    env.pop("RAY_ADDRESS", None)
+    for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "MLPLATFORM_API_KEYS"):
+        env.pop(name, None)
     return subprocess.run([str(MLPLATFORM), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -50,3 +55,69 @@ def test_endpoint_without_server(tmp_path):
 def test_down_when_nothing_runs(tmp_path):
     out = run("down", home=tmp_path)
     assert out.returncode == 0 and "nothing was running" in out.stdout
+
+
+def write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "case,args,code,needle",
+    [
+        (
+            "no platform: traffic",
+            ["traffic", "show", "churn", "--address", "http://127.0.0.1:9"],
+            1,
+            "no Ray dashboard",
+        ),
+        ("no platform: history", ["history", "churn", "--address", "http://127.0.0.1:9"], 1, "no MLflow server known"),
+        ("no platform: status", ["status"], 1, "run `mlplatform up`"),
+        ("missing config file", ["run", "ingest", "--config", "nope.yaml"], 2, "nope.yaml: config file not found"),
+        ("config is a folder", ["run", "ingest", "--config", "{tmp}"], 2, "is a folder, not a config file"),
+        ("duplicate YAML key", ["run", "ingest", "--config", "{dup}"], 2, "duplicate key 'data'"),
+        ("invalid config", ["run", "ingest", "--config", "{bad}"], 2, "data.key: Field required"),
+        ("bad weights", ["traffic", "set", "churn", "v1:90"], 2, "'v1:90' is not VERSION=PERCENT"),
+        ("unknown model", ["endpoint", "nope", "--url", "{url}"], 1, "model 'nope' is not served (404"),
+        ("no endpoint", ["load", "churn", "--url", "http://127.0.0.1:9", "--seconds", "1"], 1, "no endpoint answers"),
+    ],
+)
+def test_user_mistakes_get_one_line_and_no_traceback(tmp_path, not_found_server, case, args, code, needle):
+    values = {
+        "tmp": str(tmp_path),
+        "dup": write(tmp_path / "dup.yaml", "data: {}\ndata: {}\n"),
+        "bad": write(tmp_path / "bad.yaml", "data: {name: x, label: y, output_dir: o, sources: []}\n"),
+        "url": not_found_server,
+    }
+    out = run(*[a.format(**values) for a in args], home=tmp_path / "home")
+    assert out.returncode == code, (case, out.stdout, out.stderr)
+    assert needle in out.stderr, (case, out.stderr)
+    assert "Traceback" not in out.stderr and out.stderr.startswith("error: "), (case, out.stderr)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    out = run("--debug", "run", "ingest", "--config", "nope.yaml", home=tmp_path)
+    assert out.returncode == 2 and "Traceback" in out.stderr and "config file not found" in out.stderr
+
+
+@pytest.fixture
+def not_found_server():
+    """A real HTTP server that serves no model: every path is a 404."""
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            body = b'{"error": "model not served"}'
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()

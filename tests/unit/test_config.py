@@ -121,3 +121,39 @@ def test_missing_source_file_is_a_clear_error(tmp_path, monkeypatch):
     source = load_config(DEMO_CONFIG, PipelineConfig).data.sources[0]
     with pytest.raises(ConfigError, match=r"source 'profiles': no file at '.*profiles.csv'"):
         _files(source)
+
+
+def test_a_key_given_twice_is_refused_with_file_line_and_key(tmp_path):
+    # A second `fields:` would silently replace the first and drop its contract.
+    text = demo_text().replace("      fields:\n", "      fields: {entity_id: {type: int}}\n      fields:\n", 1)
+    p = write(tmp_path, text)
+    line = next(i for i, ln in enumerate(text.splitlines(), 1) if ln == "      fields:")
+    with pytest.raises(ConfigError) as e:
+        load_config(p, PipelineConfig)
+    assert f"{p}:{line}:7: duplicate key 'fields' (first given on line {line - 1})" in str(e.value)
+
+
+def test_merge_keys_may_still_be_overridden(tmp_path):
+    from mlplatform.config import read_yaml
+
+    p = write(tmp_path, "base: &b {x: 1, y: 2}\nmine:\n  <<: *b\n  y: 3\n")
+    assert read_yaml(p)["mine"] == {"x": 1, "y": 3}
+
+
+def test_settings_are_typed(monkeypatch):
+    from mlplatform import settings
+
+    monkeypatch.setenv("MLPLATFORM_API_KEYS", " a, ,b ,")
+    assert settings.MLPLATFORM_API_KEYS.get() == ["a", "b"]
+    monkeypatch.setenv("MLPLATFORM_HOME", "~/somewhere")
+    assert settings.platform_home().is_absolute() and "~" not in str(settings.platform_home())
+    assert "| `MLPLATFORM_API_KEYS` |" in settings.describe()
+
+
+def test_the_readme_documents_every_setting():
+    from mlplatform import settings
+
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    assert settings.describe() in readme, "README's settings table is stale: paste `mlplatform.settings.describe()`"

@@ -51,3 +51,81 @@ def test_without_stable_traffic_only_errors_are_judged():
 def test_bad_steps_are_refused(steps, needle):
     with pytest.raises(ValidationError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         RolloutConfig(app="a", canary="2", steps=steps)
+
+
+# ------------------------------------------------------------------------------ the loop, with fakes
+
+
+def rollout_world(**cfg):
+    from mlplatform.release.traffic import TrafficControl
+
+    from tests.unit.fakes import FakeHistory, FakeRegistry, FakeServe, TrafficSim, app_config
+
+    serve = FakeServe(churn=app_config({"1": 90.0, "2": 10.0}))
+    registry = FakeRegistry({"churn": ["1", "2", "3"]}, {"churn": {"champion": "1", "challenger": "3"}})
+    history = FakeHistory()
+    control = TrafficControl(serve, registry=registry, history=history)
+    sim = TrafficSim(serve, rps=10)
+    config = RolloutConfig(**{"app": "churn", "canary": "challenger", "steps": [10, 50, 100], "bake_s": 30, **cfg})
+    return serve, registry, history, sim, config, control
+
+
+def run(control, config, sim):
+    from mlplatform.release.rollout import run_rollout
+
+    lines = []
+    return run_rollout(config, control, sim.read, sleep=sim.sleep, log=lines.append), lines
+
+
+def test_a_healthy_canary_is_rolled_out_step_by_step_and_promoted():
+    serve, registry, history, sim, config, control = rollout_world(min_requests=20)
+    result, lines = run(control, config, sim)
+    assert result.succeeded and result.canary == "3" and result.stable == "1"
+    assert [s.percent for s in result.steps] == [10, 50, 100] and {s.verdict for s in result.steps} == {"pass"}
+    assert serve.policy()["weights"] == {"1": 0.0, "2": 0.0, "3": 100.0}
+    assert registry.aliases["churn"]["champion"] == "3" and registry.aliases["churn"]["previous"] == "1"
+    assert [e.action for e in history.events] == ["rollout-step"] * 3 + ["rollout-done"]
+    assert sim.slept == 90  # one bake per step: 10 % of 10 rps × 30 s = 30 canary requests ≥ 20
+
+
+def test_a_canary_that_breaches_is_rolled_back_to_the_policy_it_started_from():
+    serve, registry, history, sim, config, control = rollout_world()
+    sim.error_rate["3"] = 0.3
+    result, lines = run(control, config, sim)
+    assert not result.succeeded and "canary error rate 30.0%" in result.reason and "failed at 10%" in result.reason
+    assert serve.policy()["weights"] == {"1": 90.0, "2": 10.0, "3": 0.0}
+    assert registry.aliases["churn"]["champion"] == "1"
+    assert [e.action for e in history.events] == ["rollout-step", "rollout-rollback"]
+    assert lines[-1].startswith("rolling back:")
+
+
+def test_a_slow_canary_is_rolled_back_on_its_p99():
+    _, _, _, sim, config, control = rollout_world()
+    sim.latency_ms.update({"1": 5, "3": 100})
+    result, _ = run(control, config, sim)
+    assert not result.succeeded and "canary p99" in result.reason
+
+
+def test_a_step_without_enough_canary_traffic_waits_then_rolls_back():
+    _, _, history, sim, config, control = rollout_world(min_requests=1000, max_wait_s=60)
+    result, _ = run(control, config, sim)
+    assert not result.succeeded and "only 60 canary requests in 60s at 10% (need 1000)" in result.reason
+    assert sim.slept == 60 and history.events[-1].action == "rollout-rollback"
+
+
+def test_without_promote_the_aliases_stay():
+    _, registry, history, sim, config, control = rollout_world(promote=False)
+    result, _ = run(control, config, sim)
+    assert result.succeeded and registry.aliases["churn"]["champion"] == "1"
+    assert history.events[-1].action == "rollout-done"
+
+
+def test_unusable_rollouts_change_nothing():
+    from mlplatform.errors import PlatformError, RegistryError
+
+    serve, _, history, sim, config, control = rollout_world(canary="champion")
+    with pytest.raises(PlatformError, match="same version"):
+        run(control, config.model_copy(update={"stable": "1"}), sim)
+    with pytest.raises(RegistryError):
+        run(control, config.model_copy(update={"canary": "v9"}), sim)
+    assert serve.applied == [] and history.events == []

@@ -1,0 +1,131 @@
+"""TrafficControl through its injected dependencies: Serve's REST API, the registry and the history (no Ray)."""
+
+from __future__ import annotations
+
+import pytest
+from mlplatform.errors import ConfigError, PlatformError, RegistryError
+from mlplatform.release.traffic import TrafficControl
+
+from tests.unit.fakes import FakeHistory, FakeRegistry, FakeServe, app_config
+
+
+@pytest.fixture
+def world():
+    serve = FakeServe(churn=app_config({"1": 90.0, "2": 10.0}))
+    registry = FakeRegistry({"churn": ["1", "2", "3", "4"]}, {"churn": {"champion": "1", "challenger": "2"}})
+    history = FakeHistory()
+    return serve, registry, history, TrafficControl(serve, registry=registry, history=history)
+
+
+def test_served_reads_the_deployed_policy(world):
+    serve, _, _, control = world
+    app = control.served("churn")
+    assert app.versions == ["1", "2"] and app.router == "churn-router"
+    assert app.policy.weights == {"1": 90.0, "2": 10.0}
+    with pytest.raises(PlatformError, match="no Serve application 'nope'"):
+        control.served("nope")
+
+
+def test_set_traffic_changes_weights_keeps_the_rest_and_records_it(world):
+    serve, _, history, control = world
+    control.set_traffic("churn", shadow={"version": "2", "percent": 50}, reason="mirror")
+    event = control.set_traffic("churn", {"v1": 50, "2": 50}, reason="even split")
+    assert serve.policy() == {
+        "weights": {"1": 50.0, "2": 50.0},
+        "shadow": {"version": "2", "percent": 50.0, "timeout_s": 1.0},
+        "faults": {},
+    }
+    assert event.action == "traffic" and event.reason == "even split"
+    assert event.aliases == {"champion": "1", "challenger": "2"}
+    assert [e.reason for e in history.events] == ["mirror", "even split"]
+
+
+def test_faults_are_merged_and_cleared(world):
+    serve, _, _, control = world
+    control.set_traffic("churn", faults={"v2": {"abort_percent": 40}})
+    assert serve.policy()["faults"] == {"2": {"abort_percent": 40.0, "status": 503}}
+    control.set_traffic("churn", faults={"2": None})
+    assert serve.policy()["faults"] == {}
+
+
+@pytest.mark.parametrize(
+    "weights,error,needle",
+    [
+        ({"1": 50, "2": 40}, ConfigError, "weights must sum to 100"),
+        ({"1": 150, "2": -50}, ConfigError, "must be a number in 0..100"),
+        ({"1": 50, "9": 50}, RegistryError, "no version '9'"),
+    ],
+)
+def test_a_refused_change_changes_nothing(world, weights, error, needle):
+    serve, _, history, control = world
+    with pytest.raises(error, match=needle):
+        control.set_traffic("churn", weights)
+    assert serve.applied == [] and history.events == []
+    assert serve.policy()["weights"] == {"1": 90.0, "2": 10.0}
+
+
+def test_a_new_version_comes_up_without_traffic_first(world):
+    serve, _, _, control = world
+    control.set_traffic("churn", {"1": 80, "2": 10, "3": 10})
+    first, second = serve.applied
+    assert [v["version"] for v in first["args"]["versions"]] == ["1", "2", "3"]
+    assert first["deployments"][-1]["user_config"]["weights"] == {"1": 90.0, "2": 10.0}  # v3: 0 by omission
+    assert second["deployments"][-1]["user_config"]["weights"] == {"1": 80.0, "2": 10.0, "3": 10.0}
+
+
+def test_a_version_that_cannot_deploy_gets_no_traffic_and_the_old_config_returns(world):
+    serve, _, history, control = world
+    serve.broken = {"4"}
+    with pytest.raises(PlatformError, match="v4 of 'churn' failed to deploy, so 'churn' keeps its previous traffic"):
+        control.set_traffic("churn", {"1": 80, "2": 10, "4": 10})
+    assert [v["version"] for v in serve.apps["churn"]["deployed_app_config"]["args"]["versions"]] == ["1", "2"]
+    assert serve.policy()["weights"] == {"1": 90.0, "2": 10.0} and history.events == []
+
+
+def test_promote_moves_the_champion_and_keeps_the_previous_one(world):
+    serve, registry, _, control = world
+    event = control.promote("churn", "v2")
+    assert serve.policy()["weights"] == {"1": 0.0, "2": 100.0}
+    assert registry.aliases["churn"] == {"champion": "2", "challenger": "2", "previous": "1"}
+    assert event.action == "promote" and event.aliases["champion"] == "2"
+
+
+def test_rollback_restores_weights_and_aliases_and_twice_undoes_itself(world):
+    serve, registry, _, control = world
+    control.set_traffic("churn", {"1": 90, "2": 10}, reason="baseline")
+    control.promote("churn", "2")
+    control.rollback("churn")
+    assert serve.policy()["weights"] == {"1": 90.0, "2": 10.0}
+    assert registry.aliases["churn"]["champion"] == "1"
+    control.rollback("churn")  # as `kubectl rollout undo`: back to the promoted state
+    assert serve.policy()["weights"] == {"1": 0.0, "2": 100.0}
+    assert registry.aliases["churn"]["champion"] == "2"
+
+
+def test_rollback_without_an_earlier_state_says_so(world):
+    _, _, _, control = world
+    with pytest.raises(PlatformError, match="no deployment history"):
+        control.rollback("churn")
+    control.set_traffic("churn", {"1": 90, "2": 10})
+    with pytest.raises(PlatformError, match="no earlier state"):
+        control.rollback("churn")
+
+
+def test_an_app_deployed_with_aliases_is_pinned_on_first_read(world):
+    serve, _, _, control = world
+    config = app_config({"1": 90.0, "2": 10.0})
+    config["args"]["versions"] = [{"alias": "champion", "weight": 90}, {"alias": "challenger", "weight": 10}]
+    config["deployments"] = []
+    serve.apps["churn"]["deployed_app_config"] = config
+    app = control.served("churn")
+    assert app.versions == ["1", "2"] and app.policy.weights == {"1": 90.0, "2": 10.0}
+    control.set_traffic("churn", {"1": 70, "2": 30})
+    assert [v["version"] for v in serve.apps["churn"]["deployed_app_config"]["args"]["versions"]] == ["1", "2"]
+
+
+def test_resolve_takes_versions_and_aliases(world):
+    _, _, _, control = world
+    assert control.resolve("churn", "v3") == "3"
+    assert control.resolve("churn", "champion") == "1"
+    with pytest.raises(RegistryError):
+        control.resolve("churn", "v9")
