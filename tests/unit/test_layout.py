@@ -69,3 +69,18 @@ def test_a_new_source_kind_is_one_module():
     ingest = (ROOT / "platform/mlplatform/data/ingest.py").read_text()
     for name in sources.names():
         assert f'"{name}"' not in config and f'"{name}"' not in ingest, name
+
+
+def test_the_readme_layout_names_every_module():
+    readme = (ROOT / "README.md").read_text()
+    layout = readme[readme.index("## Layout and data flow") :]
+    layout = layout[: layout.index("\n## ")]
+    package = ROOT / "platform" / "mlplatform"
+    missing = [
+        str(p.relative_to(package))
+        for p in package.rglob("*.py")
+        if p.name != "__init__.py" and p.parent.name != "sources" and p.name not in layout
+    ]
+    folders = [d.name + "/" for d in package.iterdir() if d.is_dir() and d.name != "__pycache__"]
+    missing += [f for f in folders if f not in layout]
+    assert not missing, f"README's layout section does not mention {missing}"

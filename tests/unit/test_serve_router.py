@@ -94,7 +94,7 @@ class FakeHandle:
         self.version_info = _Method(version_info)
 
 
-def make(auth="none", keys=None, handles=None, admin_keys=None, apply_policy=None, **args):
+def make(auth="none", keys=None, handles=None, admin_keys=None, apply_policy=None, observers=(), **args):
     parsed = AppArgs.model_validate(
         {
             "model_name": "m",
@@ -105,7 +105,16 @@ def make(auth="none", keys=None, handles=None, admin_keys=None, apply_policy=Non
         }
     )
     handles = handles or {"1": FakeHandle("1", 1.0), "2": FakeHandle("2", 10.0)}
-    core = RouterCore(parsed, FEATURES, handles, api_keys=keys, admin_keys=admin_keys, apply_policy=apply_policy)
+    core = RouterCore(
+        parsed,
+        FEATURES,
+        handles,
+        api_keys=keys,
+        admin_keys=admin_keys,
+        apply_policy=apply_policy,
+        observers=observers,
+        app_name="churn-app",
+    )
     return core, create_app(core)
 
 
@@ -516,3 +525,43 @@ def test_admin_traffic_without_or_with_a_failing_control_plane():
     _, app = make(apply_policy=refuse)
     status, _, out = call(app, "PUT", "/admin/v1/models/m/traffic", {"weights": {"1": 100}})
     assert status == 502 and "Serve said no" in out["error"]
+
+
+# --------------------------------------------------------------------------------------------- observers
+
+
+def test_observers_see_every_answered_request_with_how_it_was_routed():
+    seen = []
+    _, app = make(observers=[seen.append], sticky={"header": "x-user"})
+    call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"x-request-id": "r-1"})
+    call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"x-user": "u"})
+    call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"x-model-version": "v2"})
+    inputs = [
+        {"name": "a", "shape": [1], "datatype": "FP32", "data": [1.0]},
+        {"name": "b", "shape": [1], "datatype": "FP32", "data": [2.0]},
+    ]
+    call(app, "POST", "/v2/models/m/infer", {"id": "r-4", "inputs": inputs})
+    call(app, "POST", "/v1/models/m:predict", {"instances": [{"a": "x"}]})  # refused: not an answer
+    assert [(r.request_id, r.route) for r in seen] == [
+        ("r-1", "weighted"),
+        (None, "sticky"),
+        (None, "pinned"),
+        ("r-4", "weighted"),
+    ]
+    first = seen[0]
+    assert (first.app, first.model) == ("churn-app", "m")
+    assert first.features.tolist() == [[1.0, 2.0]] and first.prediction.tolist() == [
+        3.0 if first.version == "1" else 30.0
+    ]
+    assert first.latency_ms >= 0 and seen[2].version == "2"
+
+
+def test_a_failing_observer_never_costs_the_client_its_answer():
+    def broken(record):
+        raise RuntimeError("log is full")
+
+    seen = []
+    core, app = make(observers=[broken, seen.append])
+    for _ in range(3):
+        assert call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[0] == 200
+    assert core.observer_failures == 3 and len(seen) == 3

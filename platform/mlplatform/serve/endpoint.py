@@ -115,6 +115,7 @@ def create_app(core: RouterCore) -> FastAPI:
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     args = core.args
     routing_field = args.sticky.field if args.sticky else None
+    limits = {"max_instances": args.max_instances, "allow_missing": args.allow_missing, "routing_field": routing_field}
 
     def error(status: int, message: str, **extra: Any) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -156,13 +157,7 @@ def create_app(core: RouterCore) -> FastAPI:
         if requested:
             core.check_version(requested.strip())
         body = await read_body(request, args.max_body_bytes)
-        parsed = parse_v1(
-            body,
-            core.features,
-            max_instances=args.max_instances,
-            allow_missing=args.allow_missing,
-            routing_field=routing_field,
-        )
+        parsed = parse_v1(body, core.features, **limits)
         version, preds = await answer(request, requested, parsed)
         return JSONResponse(v1_response(preds, version), headers={VERSION_HEADER: version})
 
@@ -187,13 +182,7 @@ def create_app(core: RouterCore) -> FastAPI:
         if "inference-header-content-length" in request.headers:
             raise RequestError(400, "binary tensor data is not supported; send JSON tensors (binary_data=False)")
         body = await read_body(request, args.max_body_bytes)
-        parsed = parse_v2(
-            body,
-            core.features,
-            max_instances=args.max_instances,
-            allow_missing=args.allow_missing,
-            routing_field=routing_field,
-        )
+        parsed = parse_v2(body, core.features, **limits)
         version, preds = await answer(request, requested, parsed)
         return JSONResponse(
             v2_response(core.model_name, version, preds, parsed.request_id), headers={VERSION_HEADER: version}
