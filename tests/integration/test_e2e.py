@@ -262,6 +262,22 @@ def test_bad_traffic_changes_are_refused_and_change_nothing(served, platform_env
     assert _weights() == {"1": 90.0, "2": 10.0}
 
 
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["traffic", "show", "nope"], "no Serve application 'nope'"),
+        (["promote", "churn", "v99"], "no version '99'"),
+        (["endpoint", "nope"], "model 'nope' is not served (404"),
+        (["submit", "pipeline", "--config", "jobs/configs/nope.yaml"], "config file not found"),
+    ],
+)
+def test_user_mistakes_on_a_live_platform_get_one_line(served, platform_env, args, needle):
+    out = cli(*args, env=platform_env, check=False)
+    assert out.returncode in (1, 2) and needle in out.stderr, out.stderr
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+    assert _weights() == {"1": 90.0, "2": 10.0}
+
+
 def test_rollback_restores_the_previous_state_from_history(served, platform_env):
     cli("traffic", "set", "churn", "v1=70", "v2=30", "--reason", "try 70/30", env=platform_env)
     assert _weights() == {"1": 70.0, "2": 30.0}

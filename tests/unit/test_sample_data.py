@@ -2,6 +2,7 @@ import json
 
 import pandas as pd
 import pytest
+from mlplatform.errors import ConfigError
 from mlplatform.tools.sample_data import generate
 
 
@@ -33,5 +34,5 @@ def test_label_is_binary_and_balanced_enough(tmp_path):
 
 
 def test_rejects_tiny(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="at least 10"):
         generate(tmp_path, 3)

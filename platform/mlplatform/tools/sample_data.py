@@ -27,6 +27,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from mlplatform.errors import ConfigError
+
 __all__ = ["generate", "PLANS", "EVENT_TYPES"]
 
 PLANS = ["basic", "pro", "enterprise"]
@@ -50,7 +52,7 @@ def generate(out_dir: str | Path, entities: int = 5000, seed: int = 0) -> dict[s
         Records written per source, bad ones included.
     """
     if entities < 10:
-        raise ValueError(f"entities must be at least 10, got {entities}")
+        raise ConfigError(f"--entities must be at least 10, got {entities}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

@@ -20,6 +20,8 @@ import pkgutil
 import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from mlplatform.errors import ConfigError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -114,11 +116,11 @@ def get(name: str) -> SourceKind:
     """The kind registered as `name`.
 
     Raises:
-        KeyError: no such kind; the message lists the ones there are.
+        ConfigError: no such kind; the message lists the ones there are.
     """
     _discover()
     if name not in _KINDS:
-        raise KeyError(f"unknown format {name!r}; the source kinds are {names()}")
+        raise ConfigError(f"unknown format {name!r}; the source kinds are {names()}")
     return _KINDS[name]
 
 
