@@ -27,12 +27,20 @@ def repo_root() -> Path:
     return ROOT
 
 
+@pytest.fixture(scope="session", autouse=True)
+def isolated_env(tmp_path_factory):
+    """No MLflow/Ray address or key inherited from a developer's shell, and a state folder of the session's own
+    (a module or a test may point MLPLATFORM_HOME elsewhere for itself)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in ISOLATED_ENV:
+            mp.delenv(name, raising=False)
+        mp.setenv("MLPLATFORM_HOME", str(tmp_path_factory.mktemp("home")))
+        yield
+
+
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path_factory):
-    """A fresh MLPLATFORM_HOME, no inherited MLflow/Ray addresses; afterwards, no MLflow run may be left active."""
-    for name in ISOLATED_ENV:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("MLPLATFORM_HOME", str(tmp_path_factory.mktemp("home")))
+def no_leaked_mlflow_run():
+    """A test may not leave an MLflow run active (the next one would log into it); it fails if it does."""
     yield
     mlflow = sys.modules.get("mlflow")
     if mlflow is None:

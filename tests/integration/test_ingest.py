@@ -43,7 +43,8 @@ def monkeypatch_module():
 
 @pytest.fixture
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    # address="local": a Ray of its own, even while the session's platform (another Ray) is up.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
@@ -132,7 +133,7 @@ def test_a_pattern_in_the_spec_quarantines_what_it_does_not_match(data, local_ra
 def ingest_with(data: Path, init: dict, block_bytes: int | None = None, name: str = "fp") -> tuple[str, pd.DataFrame]:
     from ray.data import DataContext
 
-    ray.init(**init, include_dashboard=False, logging_level="ERROR")
+    ray.init(**{"address": "local", **init}, include_dashboard=False, logging_level="ERROR")
     try:
         if block_bytes:
             DataContext.get_current().target_max_block_size = block_bytes

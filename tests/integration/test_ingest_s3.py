@@ -71,7 +71,7 @@ def test_an_s3_dataset_ingests_exactly_like_the_same_files_on_disk(s3_endpoint, 
     assert all(s.path.startswith("s3://lake/demo/") for s in sources)
     in_s3 = on_disk.model_copy(update={"sources": sources, "name": "s3"})
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         a, b = ingest(on_disk), ingest(in_s3)
     finally:
