@@ -51,9 +51,11 @@ def make_table(path: Path, rows: int, features: int, seed: int = 0) -> list[str]
 
 
 def dataset_version(table: Path, features: list[str], rows: int):
-    from mlplatform.data.ingest import DatasetVersion
+    from mlplatform.data.version import DatasetVersion
 
+    files = [{"path": f"{table.name}/{p.name}", "size": p.stat().st_size} for p in sorted(table.glob("*.parquet"))]
     manifest = {
+        "files": {"table_dir": table.name, "table": files, "quarantine_dir": "quarantine", "profile": "profile.json"},
         "version": "bench",
         "fingerprint": "-",
         "features": features,

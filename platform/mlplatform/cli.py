@@ -148,7 +148,8 @@ def _print_event(e: Any) -> None:
     faults = "".join(f"  fault v{v} {f['abort_percent']:g}%" for v, f in (e.faults or {}).items())
     weights = "  ".join(f"v{v}={w:g}%" for v, w in e.weights.items())
     aliases = " ".join(f"{a}=v{v}" for a, v in sorted((e.aliases or {}).items()))
-    print(f"{e.at}  {e.action:<16} {weights}{shadow}{faults}  [{aliases}]  by {e.by}  {e.reason}")
+    status = "" if e.status == "applied" else f"  [{e.status}]"
+    print(f"#{e.seq:<3} {e.at}  {e.action:<16} {weights}{shadow}{faults}  [{aliases}]  by {e.by}  {e.reason}{status}")
 
 
 def _cmd_traffic(a: argparse.Namespace) -> int:
@@ -180,15 +181,16 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
             shadow = {"version": normalize_version(version), **({"percent": float(percent)} if percent else {})}
         except ValueError:
             raise ConfigError(f"traffic: --shadow {a.shadow!r} is not VERSION[:PERCENT] (e.g. v2:10)") from None
-    faults = None
-    if a.fault or a.clear_faults:
-        faults = {}
-        if a.clear_faults:
-            faults = {v: None for v in control.served(a.app).policy.faults}
-        for pair in a.fault or []:
-            faults.update({v: {"abort_percent": w} for v, w in _parse_weights([pair]).items()})
+    faults = {}
+    for pair in a.fault or []:
+        faults.update({v: {"abort_percent": w} for v, w in _parse_weights([pair]).items()})
     event = control.set_traffic(
-        a.app, _parse_weights(a.weights) if a.weights else None, shadow=shadow, faults=faults, reason=a.reason
+        a.app,
+        _parse_weights(a.weights) if a.weights else None,
+        shadow=shadow,
+        faults=faults,
+        clear_faults=a.clear_faults,
+        reason=a.reason,
     )
     _print_event(event)
     return 0
@@ -205,19 +207,48 @@ def _cmd_rollback(a: argparse.Namespace) -> int:
 
 
 def _cmd_history(a: argparse.Namespace) -> int:
-    from mlplatform.release import history
-
+    control = _control(a.address)
     uri = None
     try:
-        uri = _control(a.address).served(a.app).args.tracking_uri
+        uri = control.served(a.app).args.tracking_uri
     except PlatformError:
         pass  # the app may be gone; its history is still in MLflow
-    events = history.read(a.app, tracking_uri=uri)
+    events = control.log(a.app, tracking_uri=uri)
     if not events:
         raise PlatformError(f"no deployment history for application {a.app!r}")
     for e in events[-a.last :] if a.last else events:
         _print_event(e)
     return 0
+
+
+def _cmd_rollout(a: argparse.Namespace) -> int:
+    import time
+
+    control = _control(a.address)
+    state = control.rollout(a.app)
+    if a.action == "status":
+        if state is None:
+            ended = [e for e in control.log(a.app) if e.rollout and e.action.startswith("rollout-")]
+            print(
+                f"no rollout in progress in {a.app!r}"
+                + (f"; the last one: #{ended[-1].seq} {ended[-1].action} {ended[-1].reason}" if ended else "")
+            )
+            return 0
+        alive = "running" if state.alive(time.time()) else "STOPPED (its process is gone: resume or abort it)"
+        print(
+            f"{state.describe(time.time())}\n  started {state.started_at}; {alive}\n  steps {state.config.get('steps')}"
+        )
+        return 0
+    if state is None:
+        raise PlatformError(f"no rollout in progress in {a.app!r}")
+    if a.action == "abort":
+        _print_event(control.abort_rollout(a.app, reason=a.reason))
+        return 0
+    if state.alive(time.time()):
+        raise PlatformError(f"{state.describe(time.time())}: it is still running; nothing to resume")
+    from mlplatform.launch import submit
+
+    return submit("rollout", None, a.address, resume_app=a.app)
 
 
 def _cmd_load(a: argparse.Namespace) -> int:
@@ -318,6 +349,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--last", type=int, default=0, help="only the last N changes")
     s.add_argument("--address", default=None, help=admin_help)
     s.set_defaults(fn=_cmd_history)
+
+    s = sub.add_parser("rollout", help="the progressive rollout of an application: status, resume or abort it")
+    rsub = s.add_subparsers(dest="action", required=True)
+    for action, text in (
+        ("status", "the rollout in progress (step, heartbeat), or the last one"),
+        ("resume", "continue a rollout whose process stopped, from its step (submitted as a job)"),
+        ("abort", "stop the rollout in progress and restore the policy it started from"),
+    ):
+        r = rsub.add_parser(action, help=text)
+        r.add_argument("app")
+        r.add_argument("--address", default=None, help=admin_help)
+        if action == "abort":
+            r.add_argument("--reason", default="")
+    s.set_defaults(fn=_cmd_rollout)
 
     s = sub.add_parser("load", help="a steady load on an endpoint for drills (tallies answers by version)")
     s.add_argument("model")

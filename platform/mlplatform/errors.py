@@ -16,6 +16,7 @@ __all__ = [
     "RegistryError",
     "RequestError",
     "RolloutFailedError",
+    "ConflictError",
 ]
 
 
@@ -61,3 +62,11 @@ class RequestError(PlatformError):
 
 class RolloutFailedError(PlatformError):
     """A progressive rollout breached its budget and was rolled back (the job fails so that its status says so)."""
+
+
+class ConflictError(PlatformError):
+    """What an application serves changed since this change read it (another writer, or a live rollout).
+
+    Changes that only touch part of the policy are re-planned on the new state automatically; this is raised
+    when that keeps happening, or when the caller asked to change only the state it had read.
+    """

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -71,11 +72,16 @@ def _connect() -> None:
 def job_main(job: str, argv: list[str] | None = None) -> int:
     """Entrypoint of jobs/<job>.py. Returns the process exit code."""
     parser = argparse.ArgumentParser(prog=f"jobs/{job}.py")
-    parser.add_argument("--config", required=True, help="YAML pipeline config")
-    parser.add_argument("--resume", action="store_true", help="train/pipeline: finish the interrupted search")
+    parser.add_argument("--config", help="YAML config of the job")
+    parser.add_argument(
+        "--resume", action="store_true", help="train/pipeline: finish the interrupted search; rollout: continue it"
+    )
+    parser.add_argument("--resume-app", help="rollout: continue the interrupted rollout of this application")
     args = parser.parse_args(argv)
+    if args.config is None and not (job == "rollout" and args.resume_app):
+        parser.error("--config is required")
     try:
-        cfg = load_config(args.config, config_model(job))
+        cfg = load_config(args.config, config_model(job)) if args.config else None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -88,7 +94,7 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
         return 2
     _connect()
     try:
-        run_job(job, cfg, JobOptions(resume=args.resume))
+        run_job(job, cfg, JobOptions(resume=args.resume, resume_app=args.resume_app))
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -132,8 +138,19 @@ def _address(address: str | None) -> str:
     return state.dashboard_url if state else "http://127.0.0.1:8265"
 
 
-def submit(job: str, config: str, address: str | None = None, *, wait: bool = True, resume: bool = False) -> int:
+def submit(
+    job: str,
+    config: str | None,
+    address: str | None = None,
+    *,
+    wait: bool = True,
+    resume: bool = False,
+    resume_app: str | None = None,
+) -> int:
     """Submit jobs/<job>.py with `config` to the Ray Jobs API at `address`; stream logs; return exit code.
+
+    Args:
+        resume_app: rollout only, instead of a config: continue the interrupted rollout of this application.
 
     Raises:
         ConfigError: the config is invalid (nothing is submitted) or lies outside the repository.
@@ -142,16 +159,21 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
     from ray.job_submission import JobStatus, JobSubmissionClient
 
     root = repo_root()
-    cfg_path = Path(config).resolve()
-    load_config(cfg_path, config_model(job))
     if not (root / "jobs" / f"{job}.py").exists():
         raise ConfigError(f"unknown job {job!r}: no {root / 'jobs' / (job + '.py')}")
-    try:
-        rel = cfg_path.relative_to(root)
-    except ValueError:
-        raise ConfigError(
-            f"{config}: the config must live inside the repository ({root}), which is uploaded as the job's working_dir"
-        ) from None
+    args = []
+    if config is not None:
+        cfg_path = Path(config).resolve()
+        load_config(cfg_path, config_model(job))
+        try:
+            args += ["--config", cfg_path.relative_to(root).as_posix()]
+        except ValueError:
+            raise ConfigError(
+                f"{config}: the config must live inside the repository ({root}), which is uploaded as the job's "
+                "working_dir"
+            ) from None
+    args += ["--resume"] if resume else []
+    args += ["--resume-app", resume_app] if resume_app else []
     addr = _address(address)
     try:
         client = JobSubmissionClient(addr, headers=cluster.auth_headers())
@@ -161,7 +183,7 @@ def submit(job: str, config: str, address: str | None = None, *, wait: bool = Tr
             f"(and forward the dashboard port of a remote cluster). ({exc})"
         ) from None
     job_id = client.submit_job(
-        entrypoint=f"python jobs/{job}.py --config {rel.as_posix()}" + (" --resume" if resume else ""),
+        entrypoint=shlex.join(["python", f"jobs/{job}.py", *args]),
         submission_id=f"mlplatform-{job}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
         runtime_env={
             "working_dir": str(root),

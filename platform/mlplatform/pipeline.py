@@ -64,7 +64,11 @@ class RolloutJobConfig(StrictModel):
 class JobOptions:
     """Command-line options of a job beyond its config."""
 
-    resume: bool = False  # train/pipeline: finish the latest interrupted search of this config and dataset
+    #: train/pipeline: finish the latest interrupted search of this config and dataset; rollout: continue the
+    #: interrupted rollout of the config's application.
+    resume: bool = False
+    #: rollout: continue the interrupted rollout of this application, with the config it started with.
+    resume_app: str | None = None
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -97,7 +101,7 @@ def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()) -> Dataset
         f": {m['rows']} rows x {len(m['features'])} features, fingerprint {version.fingerprint[:16]}"
     )
     print(
-        f"  table:      {version.table_path}\n  quarantine: {version.path}/quarantine\n"
+        f"  table:      {version.table_path}\n  quarantine: {version.quarantine_path}\n"
         f"  profile:    {version.profile_path}  ({time.time() - started:.1f}s)"
     )
     if not version.reused and m.get("seconds_by_step"):
@@ -113,7 +117,7 @@ def train_step(
     if dataset is None:
         dataset = load_version(cfg.train.dataset) if cfg.train.dataset else ingest(cfg.data)
     started = time.time()
-    mode = resolve_mode(cfg.train, int(dataset.manifest["rows"]))
+    mode = resolve_mode(cfg.train, dataset.rows)
     # Data-parallel trials read the table in their workers; the driver keeps held-out rows for the gate.
     data = load_training_data(
         dataset, validation_only=mode == "data_parallel", max_rows=None if mode == "per_trial" else 500_000
@@ -181,10 +185,20 @@ def pipeline(cfg: PipelineConfig, opts: JobOptions = JobOptions()) -> Deployment
     return dataset
 
 
-def rollout_step(cfg: RolloutJobConfig, opts: JobOptions = JobOptions()) -> RolloutResult:
+def rollout_step(cfg: RolloutJobConfig | None, opts: JobOptions = JobOptions()) -> RolloutResult:
     control = TrafficControl()
-    model = control.served(cfg.rollout.app).args.model_name
-    result = run_rollout(cfg.rollout, control, cluster_stats(model))
+    app = opts.resume_app or (cfg.rollout.app if cfg is not None else None)
+    if app is None:
+        raise ConfigError("the rollout job needs --config, or --resume-app APP to continue an interrupted rollout")
+    state = None
+    if opts.resume or opts.resume_app:
+        state = control.rollout(app)
+        if state is None:
+            raise PlatformError(f"no interrupted rollout in {app!r} to resume (`mlplatform rollout status {app}`)")
+        print(f"resuming {state.describe(time.time())}")
+    rollout_cfg = RolloutConfig.model_validate(state.config) if state is not None else cfg.rollout  # type: ignore[union-attr]
+    model = control.served(app).args.model_name
+    result = run_rollout(rollout_cfg, control, cluster_stats(model), resume=state)
     print(f"\n== rollout of v{result.canary} in {result.app!r}: {'done' if result.succeeded else 'ROLLED BACK'}")
     print(
         _table(

@@ -115,11 +115,20 @@ def aliases_of(model: str, *, tracking_uri: str | None = None) -> dict[str, str]
         return {}
 
 
-def set_aliases(name: str, aliases: dict[str, str], *, tracking_uri: str | None = None) -> None:
-    """Point each alias at a version (alias → version)."""
+def set_aliases(name: str, aliases: dict[str, str | None], *, tracking_uri: str | None = None) -> None:
+    """Point each alias at a version (alias → version); an alias mapped to None is removed."""
+    from mlflow.exceptions import MlflowException
+
     c = client(tracking_uri)
     for alias, version in aliases.items():
-        c.set_registered_model_alias(name, alias, version)
+        if version is not None:
+            c.set_registered_model_alias(name, alias, version)
+            continue
+        try:
+            c.delete_registered_model_alias(name, alias)
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+                raise
 
 
 def load_booster(uri: str, tracking_uri: str | None) -> Any:

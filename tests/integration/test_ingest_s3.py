@@ -8,10 +8,13 @@ import subprocess
 import sys
 import time
 
+import pyarrow as pa
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 import ray
 from mlplatform.data.ingest import ingest
+from mlplatform.data.version import MANIFEST, VersionWriter, load_version
 from mlplatform.tools.sample_data import generate
 
 from tests.integration.test_ingest import spec
@@ -69,15 +72,41 @@ def test_an_s3_dataset_ingests_exactly_like_the_same_files_on_disk(s3_endpoint, 
     on_disk = spec(tmp_path).model_copy(update={"name": "disk"})
     sources = [s.model_copy(update={"path": s.path.replace(str(local), "s3://lake/demo")}) for s in on_disk.sources]
     assert all(s.path.startswith("s3://lake/demo/") for s in sources)
-    in_s3 = on_disk.model_copy(update={"sources": sources, "name": "s3"})
+    # Versions written to S3 too: there the manifest is the commit (no rename on an object store).
+    in_s3 = on_disk.model_copy(update={"sources": sources, "name": "s3", "output_dir": "s3://lake/datasets"})
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     try:
         a, b = ingest(on_disk), ingest(in_s3)
+        again = ingest(in_s3)
     finally:
         ray.shutdown()
+    assert b.path.startswith("s3://lake/datasets/s3/") and again.reused and again.path == b.path
+    assert load_version(b.path, verify=True).fingerprint == a.fingerprint
+    assert all(f.startswith(f"{b.path}/") for f in b.table_files)
     assert b.fingerprint == a.fingerprint and b.manifest["rows"] == a.manifest["rows"] > 300
     for name, stats in b.manifest["sources"].items():
         counts = {k: stats[k] for k in ("in", "ok", "quarantined", "bad_files")}
         assert counts == {k: a.manifest["sources"][name][k] for k in counts}, name  # same bad files and rows
         assert all(f["path"].startswith("s3://lake/demo/") for f in stats["files"])
+
+
+def test_two_writers_racing_on_s3_leave_one_whole_version(s3_endpoint):
+    s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, region="us-east-1", allow_bucket_creation=True)
+    s3.create_dir("race")
+
+    def prepared(rows: int) -> VersionWriter:
+        w = VersionWriter("s3://race/datasets/d", "v1")
+        w.begin()
+        with w.fs.open_output_stream(w.path("table/p0.parquet")) as f:
+            pq.write_table(pa.table({"id": list(range(rows))}), f)
+        w.manifest = {"version": "v1", "rows": rows, "schema": "id", "fingerprint": "-", "writer": w.work}
+        w.manifest["files"] = {"table_dir": f"{w.prefix}table", "table": w.files("table"), "profile": "-"}
+        return w
+
+    first, second = prepared(10), prepared(20)
+    a = first.commit(first.manifest)
+    b = second.commit(second.manifest)  # finds the committed manifest: keeps it, removes its own files
+    assert not a.reused and b.reused and b.rows == 10
+    left = {i.path for i in s3.get_file_info(pafs.FileSelector("race/datasets/d/v1", recursive=True)) if i.is_file}
+    assert left == {f"race/datasets/d/v1/{MANIFEST}", *(f.split("://", 1)[1] for f in a.table_files)}

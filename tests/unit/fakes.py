@@ -100,22 +100,65 @@ class FakeRegistry:
         return dict(self.aliases.get(model, {}))
 
     def set_aliases(self, name, aliases, *, tracking_uri=None) -> None:
-        self.aliases.setdefault(name, {}).update(aliases)
+        mine = self.aliases.setdefault(name, {})
+        for alias, version in aliases.items():
+            if version is None:
+                mine.pop(alias, None)
+            else:
+                mine[alias] = version
 
 
 class FakeHistory:
-    """The deployment history of every app, in order."""
+    """The change log of every app, with the real one's compare-and-set: a change number is written once."""
 
-    def __init__(self) -> None:
-        self.events: list[Event] = []
+    def __init__(self, clock=lambda: 0.0) -> None:
+        self.entries: dict[tuple[str, int], Event] = {}
+        self.statuses: dict[tuple[str, int], str] = {}
+        self.beats: dict[tuple[str, str], float] = {}
+        self.clock = clock
+        self.before_claim = None  # a hook: another writer acting between a read and a claim
 
-    def record(self, event: Event, *, tracking_uri=None) -> Event:
-        stamped = replace(event, at=event.at or f"t{len(self.events):03d}", by=event.by or "tester")
-        self.events.append(stamped)
+    @property
+    def events(self) -> list[Event]:
+        """Every settled change, in order (what `mlplatform history` shows)."""
+        return [e for e in self._all() if e.status != "intent"]
+
+    def _all(self, app: str | None = None) -> list[Event]:
+        keys = sorted(k for k in self.entries if app is None or k[0] == app)
+        return [replace(self.entries[k], status=self.statuses.get(k, "intent")) for k in keys]
+
+    def read(self, app, *, tracking_uri=None) -> list[Event]:
+        return self._all(app)
+
+    def claim(self, event, seq, *, tracking_uri=None, lease_s=900) -> Event | None:
+        if self.before_claim is not None:
+            hook, self.before_claim = self.before_claim, None
+            hook()
+        if (event.app, seq) in self.entries:
+            return None
+        stamped = replace(
+            event,
+            seq=seq,
+            id=f"c{seq}",
+            at=event.at or f"t{seq:03d}",
+            by=event.by or "tester",
+            lease_until=self.clock() + lease_s,
+        )
+        self.entries[(event.app, seq)] = stamped
         return stamped
 
-    def read(self, app: str, *, tracking_uri=None) -> list[Event]:
-        return [e for e in self.events if e.app == app]
+    def settle(self, event, status, *, tracking_uri=None) -> bool:
+        key = (event.app, event.seq)
+        if key in self.statuses:
+            return False
+        self.statuses[key] = status
+        return True
+
+    def heartbeat(self, app, rollout_id, *, tracking_uri=None) -> None:
+        self.beats[(app, rollout_id)] = self.clock()
+
+    def heartbeats(self, app, *, tracking_uri=None) -> dict[str, float]:
+        return {r: t for (a, r), t in self.beats.items() if a == app}
 
 
 class TrafficSim:

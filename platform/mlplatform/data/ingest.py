@@ -2,19 +2,19 @@
 
 The plan is a chain of Ray Data operations (read → validate → quarantine → project every source onto
 one wide schema → union → one hash shuffle by key → aggregate → write); the driver only collects counts
-and a fingerprint.
-A dataset version is a folder::
+and a fingerprint. A dataset version (`mlplatform.data.version`) is a folder::
 
     <output_dir>/<name>/<version>/
         table/        Parquet training table (key, features, label)
         quarantine/   Parquet: source, file, reason, record — every record the contract refused, and every
                       file that could not be read at all (reason "malformed file: ...", no record)
         profile.json  per-feature statistics: the reference for drift detection
-        manifest.json sources with file stats, reconciliation, features, schema, fingerprint (written last)
+        manifest.json every file above with its size; sources with their files' digests, reconciliation,
+                      features, schema, row count, fingerprint — written last, committed atomically
 
-The version id hashes the spec and the source files' sizes and mtimes, so re-running on unchanged inputs
-reuses the version instead of recomputing it. The fingerprint hashes the table's content independently
-of row order and block layout.
+The version id hashes the spec and the sha256 of every input file, so re-running on unchanged inputs
+reuses the version instead of recomputing it, and any change of content makes a new one. The fingerprint
+hashes the table's content independently of row order and block layout.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,65 +36,25 @@ from mlplatform.data import sources
 from mlplatform.data.config import DataConfig, SourceSpec
 from mlplatform.data.contract import FILE, REASON, RECORD, validate_batch
 from mlplatform.data.profile import profile
+from mlplatform.data.version import (
+    DatasetVersion,
+    VersionWriter,
+    content_digests,
+    filesystem,
+    find_version,
+    fingerprint,
+    hash_frame,
+    load_version,
+)
 from mlplatform.errors import ConfigError, DataContractError
 
-__all__ = ["DatasetVersion", "ingest", "load_version", "feature_columns"]
+__all__ = ["DatasetVersion", "ingest", "load_version", "feature_columns"]  # the version types are re-exported
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
 CHECK_BLOCK_ROWS = 100_000
 QUARANTINE_BLOCK_ROWS = 1_000_000
 PROFILE = "profile.json"
-
-
-@dataclass(frozen=True)
-class DatasetVersion:
-    """A versioned training table on disk, as described by its manifest."""
-
-    path: str
-    manifest: dict[str, Any]
-
-    @property
-    def version(self) -> str:
-        return self.manifest["version"]
-
-    @property
-    def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
-
-    @property
-    def features(self) -> list[str]:
-        return list(self.manifest["features"])
-
-    @property
-    def label(self) -> str:
-        return self.manifest["label"]
-
-    @property
-    def key(self) -> str:
-        return self.manifest["key"]
-
-    @property
-    def table_path(self) -> str:
-        return os.path.join(self.path, "table")
-
-    @property
-    def profile_path(self) -> str:
-        return os.path.join(self.path, self.manifest.get("profile", PROFILE))
-
-    @property
-    def reused(self) -> bool:
-        return bool(self.manifest.get("reused"))
-
-
-def load_version(path: str) -> DatasetVersion:
-    """Open a dataset version folder by its manifest."""
-    try:
-        manifest = json.loads(Path(path, MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataContractError(f"no dataset version at {path} (missing {MANIFEST}); run the ingest job") from None
-    return DatasetVersion(path=path, manifest=manifest)
 
 
 def feature_columns(cfg: DataConfig) -> list[str]:
@@ -114,49 +73,47 @@ def feature_columns(cfg: DataConfig) -> list[str]:
 # ------------------------------------------------------------------------------------------ reading
 
 
-def _filesystem(path: str):
-    """(pyarrow filesystem, path in it) for a local path or a URI (file://, s3://, gs://, ...)."""
+def _hidden(relative: str) -> bool:
+    """A path below a source's root that is not data: a hidden or temporary file or folder anywhere in it
+    (``.ipynb_checkpoints/``, ``_temporary/``, ``.part-0.crc``, ``_SUCCESS``), as Spark and Hive treat them."""
+    return any(part.startswith((".", "_")) for part in relative.split("/") if part)
+
+
+def _files(source: SourceSpec) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every data file of a source (a file, a folder — partitioned folders included — or a glob; local or a
+    URI) with its size, sorted; and the paths skipped as hidden or temporary.
+
+    Raises:
+        ConfigError: the source has no data file.
+    """
+    import fnmatch
+
     import pyarrow.fs as pafs
 
-    if "://" in path:
-        return pafs.FileSystem.from_uri(path)
-    return pafs.LocalFileSystem(), os.path.abspath(path)
-
-
-def _files(source: SourceSpec) -> list[dict[str, Any]]:
-    """Every file of a source (a file, a folder — partitioned folders included — or a glob; local or a URI)
-    with its size and modification time, sorted. Hidden files and ``_SUCCESS``-style markers are skipped."""
-    import pyarrow.fs as pafs
-
-    fs, path = _filesystem(source.path)
+    fs, path = filesystem(source.path)
     scheme = source.path.split("://", 1)[0] + "://" if "://" in source.path else ""
     if any(c in path for c in "*?["):
         base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0] or "/"
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
-        import fnmatch
-
         infos = [i for i in infos if fnmatch.fnmatch(i.path, path)]
     else:
         info = fs.get_file_info(path)
+        base = path if info.type == pafs.FileType.Directory else os.path.dirname(path)
         infos = (
             fs.get_file_info(pafs.FileSelector(path, recursive=True))
             if info.type == pafs.FileType.Directory
             else [info]
         )
-    files = sorted(
-        (i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))),
-        key=lambda i: i.path,
-    )
+    files, skipped = [], []
+    for i in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
+        shown = f"{scheme}{i.path}" if scheme and scheme != "file://" else i.path
+        if _hidden(os.path.relpath(i.path, base)):
+            skipped.append(shown)
+        else:
+            files.append({"path": shown, "size": i.size})
     if not files:
         raise ConfigError(f"source {source.name!r}: no file at {source.path!r}")
-    return [
-        {
-            "path": f"{scheme}{i.path}" if scheme and scheme != "file://" else i.path,
-            "size": i.size,
-            "mtime_ns": i.mtime_ns,
-        }
-        for i in files
-    ]
+    return files, skipped
 
 
 def _probe(row: dict[str, Any], fmt: str) -> dict[str, Any]:
@@ -168,7 +125,7 @@ def _probe(row: dict[str, Any], fmt: str) -> dict[str, Any]:
     path = row["path"]
     reason, bad_parts = "", []
     try:
-        fs, inner = _filesystem(path)
+        fs, inner = filesystem(path)
         if fs.get_file_info(inner).size == 0:
             reason = "empty file"
         else:
@@ -432,16 +389,13 @@ def _finalize(batch: pd.DataFrame, key: str, label: str, features: list[str], ze
 
 
 def _hash_batch(batch: pd.DataFrame) -> pd.DataFrame:
-    hashes = pd.util.hash_pandas_object(batch[sorted(batch.columns)], index=False).to_numpy(dtype=np.uint64)
-    # Sum mod 2**64: independent of row order and of how rows are split into blocks.
-    return pd.DataFrame({"h": [int(hashes.sum(dtype=np.uint64))], "n": [len(batch)]})
+    return pd.DataFrame({"h": [hash_frame(batch)], "n": [len(batch)]})
 
 
 def _fingerprint(table_ds, schema: str) -> str:
     parts = table_ds.map_batches(_hash_batch, batch_format="pandas").take_all()
     total = sum(int(p["h"]) for p in parts) % (1 << 64)
-    rows = sum(int(p["n"]) for p in parts)
-    return hashlib.sha256(f"{schema}|{rows}|{total}".encode()).hexdigest()
+    return fingerprint(total, schema, sum(int(p["n"]) for p in parts))
 
 
 # -------------------------------------------------------------------------------------------- main
@@ -459,22 +413,17 @@ def _spec_hash(cfg: DataConfig) -> str:
 
 
 def ingest(cfg: DataConfig) -> DatasetVersion:
-    """Run the ingest plan on the current Ray cluster and return the dataset version.
+    """Run the ingest plan on the current Ray cluster and return the committed dataset version.
+
+    Unchanged inputs (same contents, same spec) reuse the committed version; concurrent ingests of the same
+    inputs commit it once (see `mlplatform.data.version`).
 
     Raises:
         ConfigError: a source has no file.
-        DataContractError: a source's quarantined share exceeds its ``max_bad_fraction`` (the quarantine
-            output is written first, so nothing is lost).
+        DataContractError: a source's quarantined share exceeds its ``max_bad_fraction``; no version is
+            committed and the quarantine is kept under ``<output_dir>/<name>/rejected/<version>/`` (nothing is
+            lost).
     """
-    files = {s.name: _files(s) for s in cfg.sources}
-    version = hashlib.sha256(
-        json.dumps({"spec": _spec_hash(cfg), "files": files}, sort_keys=True).encode()
-    ).hexdigest()[:16]
-    vdir = os.path.join(cfg.output_dir, cfg.name, version)
-    if os.path.exists(os.path.join(vdir, MANIFEST)):
-        existing = load_version(vdir)
-        return DatasetVersion(vdir, {**existing.manifest, "reused": True})
-
     started = time.time()
     seconds: dict[str, float] = {}  # where the time goes, per step, in the manifest
 
@@ -483,6 +432,39 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         seconds[step] = round(seconds.get(step, 0.0) + now - since, 2)
         return now
 
+    listed = {s.name: _files(s) for s in cfg.sources}
+    digests = content_digests([f["path"] for files, _ in listed.values() for f in files])
+    files = {name: [{**f, "sha256": digests[f["path"]]} for f in fs] for name, (fs, _) in listed.items()}
+    skipped = {name: sk for name, (_, sk) in listed.items() if sk}
+    contents = {n: [(f["path"], f["sha256"]) for f in fs] for n, fs in files.items()}
+    identity = {"spec": _spec_hash(cfg), "files": contents}
+    version = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    dataset_dir = f"{cfg.output_dir.rstrip('/')}/{cfg.name}"
+    existing = find_version(dataset_dir, version)
+    if existing is not None:
+        return DatasetVersion(existing.path, {**existing.manifest, "reused": True})
+    lap("list and digest files", started)
+
+    writer = VersionWriter(dataset_dir, version)
+    writer.begin()
+    try:
+        return _build(cfg, version, files, skipped, writer, lap, seconds, started)
+    except BaseException:
+        writer.abort()  # nothing half-written stays behind (a killed process leaves a temporary folder)
+        raise
+
+
+def _build(
+    cfg: DataConfig,
+    version: str,
+    files: dict[str, list[dict[str, Any]]],
+    skipped: dict[str, list[str]],
+    writer: VersionWriter,
+    lap: Any,
+    seconds: dict[str, float],
+    started: float,
+) -> DatasetVersion:
+    """Every step of an ingest after the version id is known; writes through `writer`, commits last."""
     features = feature_columns(cfg)
     reconciliation: dict[str, dict[str, int]] = {}
     bad_parts, wide_parts, checked_by_source = [], [], {}
@@ -565,20 +547,24 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         r.update({"ok": r["ok"] - n_dup, "quarantined": r["quarantined"] + n_dup})
     t = lap("project, shuffle by key, aggregate", t)
 
-    Path(vdir).mkdir(parents=True, exist_ok=True)
     quarantine = bad_parts[0].union(*bad_parts[1:]) if len(bad_parts) > 1 else bad_parts[0]
     # Most checked blocks hold no bad record: without coalescing, each would be a tiny file and a task.
     quarantine = quarantine.repartition(target_num_rows_per_block=QUARANTINE_BLOCK_ROWS, strict=True)
-    quarantine.write_parquet(os.path.join(vdir, "quarantine"))
+    too_bad = [
+        f"source {source.name!r}: {r['quarantined']} of {r['in']} records failed the contract "
+        f"({r['quarantined'] / r['in']:.1%} > max_bad_fraction {source.max_bad_fraction:.1%})"
+        for source in cfg.sources
+        if (r := reconciliation[source.name])["in"] and r["quarantined"] / r["in"] > source.max_bad_fraction
+    ]
+    if too_bad:
+        # No version: its table would train on a source the contract rejects. The quarantine is kept where
+        # no reader looks for versions, so the user can see why.
+        rejected = f"{writer.dataset_dir}/rejected/{version}/quarantine"
+        rejected_fs, rejected_path = filesystem(rejected)
+        quarantine.write_parquet(rejected_path, filesystem=rejected_fs)
+        raise DataContractError(f"{'; '.join(too_bad)}; see the quarantine at {rejected}")
+    quarantine.write_parquet(writer.path("quarantine"), filesystem=writer.fs)
     t = lap("write quarantine", t)
-    for source in cfg.sources:
-        r = reconciliation[source.name]
-        if r["in"] and r["quarantined"] / r["in"] > source.max_bad_fraction:
-            raise DataContractError(
-                f"source {source.name!r}: {r['quarantined']} of {r['in']} records failed the contract "
-                f"({r['quarantined'] / r['in']:.1%} > max_bad_fraction {source.max_bad_fraction:.1%}); "
-                f"see the quarantine at {vdir}/quarantine"
-            )
 
     zero_fill = [f.name for src in cfg.sources for f in src.features if f.agg in ("count", "sum")]
     table = aggregated.map_batches(
@@ -592,13 +578,20 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         },
     ).materialize()
     schema = ",".join([cfg.key, *features, cfg.label])
-    fingerprint = _fingerprint(table, schema)
+    digest = _fingerprint(table, schema)
     t = lap("finalize and fingerprint", t)
+    rows = table.count()
+    table.write_parquet(writer.path("table"), filesystem=writer.fs)
+    t = lap("write table", t)
+    categorical = {n: list(spec.allowed) for n, spec in base.fields.items() if n in features and spec.type == "str"}
+    profile_file = writer.write_json(PROFILE, profile(table, features, cfg.label, categorical))
+    lap("profile", t)
+    table_files = writer.files("table")
     manifest = {
         "name": cfg.name,
         "version": version,
-        "fingerprint": fingerprint,
-        "rows": table.count(),
+        "fingerprint": digest,
+        "rows": rows,
         "key": cfg.key,
         "label": cfg.label,
         "features": features,
@@ -606,17 +599,18 @@ def ingest(cfg: DataConfig) -> DatasetVersion:
         "spec_hash": _spec_hash(cfg),
         "validation_fraction": cfg.validation_fraction,
         "sources": {s.name: {"files": files[s.name], **reconciliation[s.name]} for s in cfg.sources},
-        "profile": PROFILE,
+        "skipped": skipped,
+        "files": {
+            "table_dir": f"{writer.prefix}table",
+            "table": table_files,
+            "quarantine_dir": f"{writer.prefix}quarantine",
+            "quarantine": writer.files("quarantine"),
+            "profile": profile_file,
+        },
+        "writer": writer.work.rsplit("/", 1)[-1],
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "seconds": round(time.time() - started, 2),
+        "seconds_by_step": seconds,
     }
-    table.write_parquet(os.path.join(vdir, "table"))
-    t = lap("write table", t)
-    categorical = {n: list(spec.allowed) for n, spec in base.fields.items() if n in features and spec.type == "str"}
-    stats = profile(table, features, cfg.label, categorical)
-    Path(vdir, PROFILE).write_text(json.dumps(stats, indent=1), encoding="utf-8")
-    lap("profile", t)
-    manifest["seconds"] = round(time.time() - started, 2)
-    manifest["seconds_by_step"] = seconds
-    # The manifest is written last: its presence marks a complete version.
-    Path(vdir, MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    return DatasetVersion(vdir, manifest)
+    # The manifest is written last and the version published in one step (see mlplatform.data.version).
+    return writer.commit(manifest)

@@ -16,7 +16,6 @@ from ray.serve.schema import ServeDeploySchema
 
 from mlplatform.config import parse_config, read_yaml, validation_problems
 from mlplatform.errors import ConfigError
-from mlplatform.release.history import Event
 from mlplatform.release.serve_api import ServeAdmin
 from mlplatform.release.traffic import TrafficControl
 from mlplatform.serve.app import resolve_app_args
@@ -102,24 +101,9 @@ def deploy(
             {"name": resolved.router, "user_config": policy},
         ],
     }
-    admin = control.admin
-    before = admin.apply(config, http_options=raw.get("http_options"))
-    admin.wait(app["name"], before)
-
-    http = admin.details().get("http_options") or {}
+    control.deploy(config, resolved, reason=f"deploy {Path(serve_config).name}", http_options=raw.get("http_options"))
+    http = control.admin.details().get("http_options") or {}
     host, port = http.get("host") or "127.0.0.1", int(http.get("port") or 8000)
-    control.history.record(
-        Event(
-            app=app["name"],
-            model=resolved.model_name,
-            action="deploy",
-            weights=policy["weights"],
-            shadow=policy.get("shadow"),
-            aliases=control.registry.aliases_of(resolved.model_name, tracking_uri=resolved.tracking_uri),
-            reason=f"deploy {Path(serve_config).name}",
-        ),
-        tracking_uri=resolved.tracking_uri,
-    )
     route_prefix = app.get("route_prefix", "/")
     prefix = "" if route_prefix in ("/", None) else route_prefix.rstrip("/")
     return Deployment(

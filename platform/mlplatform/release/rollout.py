@@ -5,7 +5,8 @@ bakes for ``bake_s`` on real traffic, and the canary's error rate and p99 latenc
 are compared with the stable version's. Both come from the router's per-version Prometheus metrics,
 scraped from every node (`serve.metrics`), so the judgement covers every router replica. A breach — or a
 step that never sees enough canary traffic to be judged — restores the traffic policy the rollout started
-from and records why. Every step lands in the deployment history.
+from and records why. Every step lands in the deployment history, and the rollout itself is state there:
+a rollout whose process died can be resumed or is undone (see `run_rollout`).
 
 Runs where node metrics are reachable: as a Ray job (`mlplatform submit rollout --config ...`).
 """
@@ -19,10 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlplatform.errors import PlatformError
-from mlplatform.registry import CHAMPION, PREVIOUS
 from mlplatform.release.config import RolloutConfig
-from mlplatform.release.history import Event
-from mlplatform.release.traffic import TrafficControl
+from mlplatform.release.traffic import RolloutState, TrafficControl, new_rollout_id, promotion_aliases
 from mlplatform.serve.metrics import VersionStats, metrics_urls, scrape
 
 __all__ = ["RolloutResult", "StepReport", "StatsReader", "judge", "run_rollout", "cluster_stats"]
@@ -82,6 +81,10 @@ def judge(canary: VersionStats, stable: VersionStats | None, cfg: RolloutConfig)
     return None
 
 
+#: Seconds between two heartbeats of a running rollout (its lease is `ROLLOUT_LEASE_S`).
+HEARTBEAT_S = 5.0
+
+
 def run_rollout(
     cfg: RolloutConfig,
     control: TrafficControl,
@@ -89,32 +92,75 @@ def run_rollout(
     *,
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = print,
+    resume: RolloutState | None = None,
 ) -> RolloutResult:
     """Roll `cfg.canary` out in `cfg.app`; returns what happened (a rollback is a result, not an error).
 
+    A rollout is state in the application's log, not a loop in a process: ``rollout-start`` records its config
+    and the policy it started from, each step is a change of its own, and the process beats a heartbeat while
+    it bakes. If the process dies, `mlplatform rollout status` shows where it was, `resume` continues it from
+    that step (`resume`), and `abort` — or the next change anyone makes — restores the starting policy.
+
     Args:
         cfg: the rollout.
-        control: how traffic is read and changed (and where aliases and history live).
+        control: how traffic is read and changed (and where aliases and the log live).
         read_stats: cumulative per-version stats, read before and after each step's bake.
-        sleep: waits a step's bake (tests pass a fake clock).
+        sleep: waits (tests pass a fake clock).
         log: one line per step.
+        resume: an interrupted rollout (`TrafficControl.rollout`) to continue from its current step.
 
     Raises:
-        PlatformError: the application, canary or stable version is unusable (nothing was changed).
+        PlatformError: the application, canary or stable version is unusable (nothing was changed), or
+            someone aborted the rollout while it ran.
+        ConflictError: another rollout is running in the application.
     """
     app = control.served(cfg.app)
     model, uri = app.args.model_name, app.args.tracking_uri
-    canary = control.resolve(model, cfg.canary, tracking_uri=uri)
-    start_policy = app.policy.model_dump(mode="json", exclude_none=True)
-    if cfg.stable is not None:
-        stable = control.resolve(model, cfg.stable, tracking_uri=uri)
+    if resume is not None:
+        rollout_id, canary, stable, start_policy = resume.id, resume.canary, resume.stable, resume.start_policy
+        done = [p for p in cfg.steps if resume.step is not None and p < resume.step]
+        log(f"resuming rollout {rollout_id} of v{canary} in {cfg.app!r} at step {resume.step or cfg.steps[0]:g}%")
     else:
-        candidates = {v: w for v, w in app.policy.weights.items() if v != canary and w > 0}
-        if not candidates:
-            raise PlatformError(f"no stable version with traffic in {cfg.app!r} besides the canary v{canary}")
-        stable = max(candidates, key=candidates.__getitem__)
-    if stable == canary:
-        raise PlatformError(f"canary and stable are the same version ({canary})")
+        canary = control.resolve(model, cfg.canary, tracking_uri=uri)
+        start_policy = app.policy.model_dump(mode="json", exclude_none=True)
+        if cfg.stable is not None:
+            stable = control.resolve(model, cfg.stable, tracking_uri=uri)
+        else:
+            candidates = {v: w for v, w in app.policy.weights.items() if v != canary and w > 0}
+            if not candidates:
+                raise PlatformError(f"no stable version with traffic in {cfg.app!r} besides the canary v{canary}")
+            stable = max(candidates, key=candidates.__getitem__)
+        if stable == canary:
+            raise PlatformError(f"canary and stable are the same version ({canary})")
+        rollout_id, done = new_rollout_id(), []
+        control.apply_policy(
+            cfg.app,
+            start_policy,
+            action="rollout-start",
+            reason=f"rollout of v{canary} against v{stable}: steps {cfg.steps} %, bake {cfg.bake_s:g}s",
+            rollout={
+                "id": rollout_id,
+                "canary": canary,
+                "stable": stable,
+                "config": cfg.model_dump(mode="json"),
+                "start": start_policy,
+            },
+        )
+        log(f"rollout {rollout_id} of v{canary} in {cfg.app!r} against v{stable}: steps {cfg.steps} %")
+    tag = {"id": rollout_id}
+
+    def beat() -> None:
+        control.history.heartbeat(cfg.app, rollout_id, tracking_uri=uri)
+
+    def bake(seconds: float) -> None:
+        """Wait, saying every few seconds that this rollout is alive."""
+        left = seconds
+        while left > 0:
+            beat()
+            step = min(HEARTBEAT_S, left)
+            sleep(step)
+            left -= step
+        beat()
 
     result = RolloutResult(cfg.app, canary, stable, succeeded=False)
     keep = {k: v for k, v in start_policy.items() if k != "weights"}
@@ -125,21 +171,22 @@ def run_rollout(
 
     def restore(reason: str) -> RolloutResult:
         log(f"rolling back: {reason}")
-        control.apply_policy(cfg.app, start_policy, action="rollout-rollback", reason=reason)
+        control.apply_policy(cfg.app, start_policy, action="rollout-rollback", reason=reason, rollout=tag)
         result.reason = reason
         return result
 
-    log(f"rollout of v{canary} in {cfg.app!r} against stable v{stable}: steps {cfg.steps} %, bake {cfg.bake_s:g}s")
-    for percent in cfg.steps:
+    beat()
+    for percent in [p for p in cfg.steps if p not in done]:
         weights = {stable: 100.0 - percent, canary: percent} if percent < 100 else {canary: 100.0}
         control.apply_policy(
             cfg.app,
             {**keep, "weights": weights},
             action="rollout-step",
             reason=f"rollout of v{canary}: step {percent:g}%",
+            rollout={**tag, "step": percent},
         )
         before = read_stats()
-        sleep(cfg.bake_s)
+        bake(cfg.bake_s)
         waited = cfg.bake_s
         while True:
             now = read_stats()
@@ -147,7 +194,7 @@ def run_rollout(
             window_s = now.get(stable, VersionStats()).minus(before.get(stable, VersionStats()))
             if window_c.requests >= cfg.min_requests or waited >= max_wait:
                 break
-            sleep(min(cfg.bake_s, max_wait - waited))
+            bake(min(cfg.bake_s, max_wait - waited))
             waited += cfg.bake_s
         if window_s.requests >= cfg.min_requests:
             baseline = window_s
@@ -163,28 +210,15 @@ def run_rollout(
         if verdict != "pass":
             return restore(f"rollout of v{canary} failed at {percent:g}%: {verdict}")
 
-    if cfg.promote:
-        old = control.registry.aliases_of(model, tracking_uri=uri).get(CHAMPION)
-        moves = {CHAMPION: canary, **({PREVIOUS: old} if old and old != canary else {})}
-        control.apply_policy(
-            cfg.app,
-            {**keep, "weights": {canary: 100.0}},
-            action="rollout-done",
-            reason=f"rollout of v{canary} passed every step",
-            move_aliases=moves,
-        )
-    else:
-        control.history.record(
-            Event(
-                app=cfg.app,
-                model=model,
-                action="rollout-done",
-                weights={canary: 100.0},
-                aliases=control.registry.aliases_of(model, tracking_uri=uri),
-                reason=f"rollout of v{canary} passed every step",
-            ),
-            tracking_uri=uri,
-        )
+    aliases = control.registry.aliases_of(model, tracking_uri=uri)
+    control.apply_policy(
+        cfg.app,
+        {**keep, "weights": {canary: 100.0}},
+        action="rollout-done",
+        reason=f"rollout of v{canary} passed every step",
+        move_aliases=promotion_aliases(aliases, canary) if cfg.promote else {},
+        rollout=tag,
+    )
     result.succeeded = True
     result.reason = "passed every step"
     log(f"rollout of v{canary} done: 100% of {cfg.app!r}")

@@ -212,10 +212,7 @@ def create_app(core: RouterCore) -> FastAPI:
     async def ready(name: str | None, version: str | None) -> JSONResponse:
         if name is not None:
             core.check_model(name)
-        failing = await core.not_ready()
-        if version is not None:
-            v = core.check_version(version)
-            failing = {k: r for k, r in failing.items() if k == v}
+        failing = await core.not_ready([core.check_version(version)] if version is not None else None)
         body: dict[str, Any] = {"name": core.model_name} if name is not None else {}
         if failing:
             return error(503, f"versions not ready: {failing}", ready=False, **body)

@@ -54,9 +54,11 @@ class RouterMetrics:
         if not self._on:
             return
         tags = ("model", "version")
-        self._requests = Counter(REQUESTS, "Requests answered by a model version, by HTTP status.", (*tags, "code"))
+        self._requests = Counter(
+            REQUESTS, "Requests answered by a model version, by HTTP status and route.", (*tags, "code", "route")
+        )
         self._latency = Histogram(
-            LATENCY, "Router-observed latency of a version's answer (ms).", LATENCY_BOUNDARIES_MS, tags
+            LATENCY, "Router-observed latency of a version's answer (ms).", LATENCY_BOUNDARIES_MS, (*tags, "route")
         )
         self._score = Histogram(SCORE, "Predicted scores returned to clients.", SCORE_BOUNDARIES, tags)
         self._shadow = Counter(SHADOW, "Shadow copies by outcome (ok, error, timeout, dropped).", (*tags, "outcome"))
@@ -64,12 +66,15 @@ class RouterMetrics:
             SHADOW_DIFF, "Mean |shadow - served| score per mirrored request.", DIFF_BOUNDARIES, tags
         )
 
-    def answered(self, version: str, code: int, latency_ms: float, scores: Iterable[float] = ()) -> None:
+    def answered(
+        self, version: str, code: int, latency_ms: float, scores: Iterable[float] = (), route: str = "weighted"
+    ) -> None:
+        """Count one answer; `route` is how its version was chosen: weighted, sticky, or pinned (by the client)."""
         if not self._on:
             return
         tags = {"model": self.model, "version": version}
-        self._requests.inc(tags={**tags, "code": str(code)})
-        self._latency.observe(latency_ms, tags=tags)
+        self._requests.inc(tags={**tags, "code": str(code), "route": route})
+        self._latency.observe(latency_ms, tags={**tags, "route": route})
         for s in scores:
             self._score.observe(float(s), tags=tags)
 
@@ -147,10 +152,14 @@ class VersionStats:
 
 
 def version_stats(samples: Iterable[tuple[str, dict[str, str], float]], model: str) -> dict[str, VersionStats]:
-    """Per-version stats of `model` from scraped samples (any number of nodes and router replicas)."""
+    """Per-version stats of `model` from scraped samples (any number of nodes and router replicas).
+
+    Requests a client pinned to a version (x-model-version) are left out: the traffic split did not send
+    them, so a client pinning the canary must not skew a rollout's judgement of it.
+    """
     stats: dict[str, VersionStats] = defaultdict(VersionStats)
     for name, labels, value in samples:
-        if labels.get("model") != model or "version" not in labels:
+        if labels.get("model") != model or "version" not in labels or labels.get("route") == "pinned":
             continue
         s = stats[labels["version"]]
         if name in (f"ray_{REQUESTS}_total", f"ray_{REQUESTS}"):

@@ -206,12 +206,12 @@ class RouterCore:
                 )
                 raise RequestError(503, f"model version {version} failed: {type(cause).__name__}: {first}") from None
         except RequestError as err:
-            self.metrics.answered(version, err.status, 1000 * (time.perf_counter() - started))
+            self.metrics.answered(version, err.status, 1000 * (time.perf_counter() - started), route=route)
             self.shadow.settle(copy, None)
             raise
         preds = np.asarray(preds)
         latency_ms = 1000 * (time.perf_counter() - started)
-        self.metrics.answered(version, 200, latency_ms, preds.ravel())
+        self.metrics.answered(version, 200, latency_ms, preds.ravel(), route=route)
         self.shadow.settle(copy, preds)
         if self.observers:
             self._observe(
@@ -228,8 +228,10 @@ class RouterCore:
                 if self.observer_failures == 1 or self.observer_failures % 1000 == 0:
                     logger.exception("request observer %r failed (%d so far)", observer, self.observer_failures)
 
-    async def not_ready(self) -> dict[str, str]:
-        """version → why it is not ready, for every version that does not answer `version_info` in time."""
+    async def not_ready(self, versions: list[str] | None = None) -> dict[str, str]:
+        """version → why it is not ready, for every version with traffic (weight > 0) that does not answer
+        `version_info` in time (or of `versions`, when given). A version at weight 0 (kept for pinned requests, a
+        shadow, or a rollback) being down does not make the endpoint unready: no client of the split notices."""
 
         async def probe(version: str) -> str | None:
             try:
@@ -240,5 +242,6 @@ class RouterCore:
             except Exception as exc:
                 return f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
 
-        results = await asyncio.gather(*(probe(v) for v in self.versions))
-        return {v: r for v, r in zip(self.versions, results, strict=True) if r is not None}
+        serving = versions if versions is not None else [v for v in self.versions if self.weights.get(v, 0) > 0]
+        results = await asyncio.gather(*(probe(v) for v in serving))
+        return {v: r for v, r in zip(serving, results, strict=True) if r is not None}

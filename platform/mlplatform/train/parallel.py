@@ -84,7 +84,7 @@ def _worker(config: dict[str, Any]) -> None:
 def dp_trial(
     config: dict[str, Any],
     *,
-    table_path: str,
+    table_files: list[str],
     key: str,
     label: str,
     features: list[str],
@@ -106,7 +106,7 @@ def dp_trial(
     # Reads and splits ask for a quarter CPU: the workers hold whole CPUs' worth, and tasks asking for a
     # whole one could wait forever for the fraction left over (measured: a 10-minute hang on 2 CPUs).
     ray.data.DataContext.get_current().enable_progress_bars = False  # a progress table per shard floods job logs
-    table = ray.data.read_parquet(table_path, num_cpus=DATA_CPUS)
+    table = ray.data.read_parquet(table_files, num_cpus=DATA_CPUS)
     kwargs = {"key": key, "fraction": validation_fraction}
     datasets = {
         name: table.map_batches(

@@ -70,7 +70,7 @@ def load_training_data(
     import ray.data
 
     fraction = float(dataset.manifest.get("validation_fraction", 0.2))
-    ds = ray.data.read_parquet(dataset.table_path)
+    ds = ray.data.read_parquet(dataset.table_files)  # the manifest's files, nothing else in the folder
     if validation_only:
         ds = ds.map_batches(
             split_frame, batch_format="pandas", fn_kwargs={"key": dataset.key, "fraction": fraction, "validation": True}
@@ -267,7 +267,7 @@ def search(
         trainable = tune.with_resources(
             tune.with_parameters(
                 dp_trial,
-                table_path=dataset.table_path,
+                table_files=dataset.table_files,
                 key=dataset.key,
                 label=dataset.label,
                 features=dataset.features,
