@@ -63,7 +63,7 @@ def test_a_new_source_kind_is_one_module():
     """Formats come from the modules of mlplatform.data.sources: none is listed anywhere else."""
     from mlplatform.data import sources
 
-    modules = {p.stem for p in (ROOT / "platform/mlplatform/data/sources").glob("*.py") if p.stem != "__init__"}
+    modules = {p.stem for p in (ROOT / "platform/mlplatform/data/sources").glob("*.py") if not p.stem.startswith("_")}
     assert set(sources.names()) == modules
     config = (ROOT / "platform/mlplatform/data/config.py").read_text()
     ingest = (ROOT / "platform/mlplatform/data/ingest.py").read_text()

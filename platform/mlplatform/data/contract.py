@@ -46,6 +46,17 @@ def _is_null(raw: pd.Series) -> np.ndarray:
     return null | (as_str == "").to_numpy() | as_str.str.lower().isin(["nan", "null", "none"]).to_numpy()
 
 
+def _epoch_seconds(text: pd.Series) -> pd.Series:
+    """ISO 8601 text → epoch seconds (float64, NaN where it is not a time); naive times are taken as UTC.
+
+    Computed in microseconds, not pandas' default nanoseconds, whose range ends in 2262: a date in year 9999
+    is a valid (if odd) value, not a reason to fail the batch.
+    """
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    micros = parsed.dt.tz_convert(None).dt.as_unit("us").to_numpy(dtype="datetime64[us]").astype("int64")
+    return pd.Series(np.where(parsed.isna().to_numpy(), np.nan, micros / 1e6), index=text.index, dtype="float64")
+
+
 def _timestamps(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Epoch seconds (UTC) from ISO 8601 text or numbers; naive times are taken as UTC."""
     if _mixed(raw):
@@ -59,10 +70,74 @@ def _timestamps(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
         out[numeric] = pd.to_numeric(raw[numeric], errors="coerce").astype("float64")
     text = ~numeric & raw.notna().to_numpy()
     if text.any():
-        parsed = pd.to_datetime(raw[text].astype(str), errors="coerce", utc=True, format="ISO8601")
-        seconds = (parsed - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-        out[text] = seconds.astype("float64")
+        values = raw[text].astype(str)
+        try:
+            out[text] = _epoch_seconds(values)
+        except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+            # A value pandas cannot place even in microseconds: parse one by one, so only it is refused.
+            out[text] = [_one_epoch(v) for v in values]
     bad = out.isna().to_numpy() | ~np.isfinite(out.fillna(0).to_numpy())
+    return out, bad
+
+
+def _one_epoch(value: str) -> float:
+    try:
+        return float(_epoch_seconds(pd.Series([value])).iloc[0])
+    except (ValueError, OverflowError, pd.errors.OutOfBoundsDatetime):
+        return math.nan
+
+
+#: Decimal integers that always fit in 64 bits (19 digits may not).
+_SHORT_INT = r"[+-]?\d{1,18}"
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def _exact_int(value: Any) -> int | None:
+    """One value as an exact 64-bit integer, or None when it is not one (bool, fraction, out of range, text)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, np.integer)):
+        number = int(value)
+    elif isinstance(value, (float, np.floating)):
+        # A float is exact below 2**53 only: a bigger one may already be another id.
+        if not math.isfinite(value) or not float(value).is_integer() or abs(value) > 2**53:
+            return None
+        number = int(value)
+    else:
+        text = str(value).strip()
+        try:
+            number = int(text)
+        except ValueError:
+            try:
+                as_float = float(text)
+            except ValueError:
+                return None
+            return _exact_int(as_float)
+    return number if _INT64[0] <= number <= _INT64[1] else None
+
+
+def _integers(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Exact 64-bit integers: a float64 round trip would merge ids above 2**53 into each other."""
+    n = len(raw)
+    if pd.api.types.is_integer_dtype(raw.dtype):
+        return raw.astype("Int64"), np.zeros(n, dtype=bool)
+    if pd.api.types.is_bool_dtype(raw.dtype):
+        return pd.Series(pd.NA, index=raw.index, dtype="Int64"), np.ones(n, dtype=bool)
+    present = raw.notna().to_numpy()
+    out = pd.Series(pd.NA, index=raw.index, dtype="Int64")
+    bad = np.zeros(n, dtype=bool)
+    if not _mixed(raw) and not pd.api.types.is_float_dtype(raw.dtype):
+        # Text (CSV): the common case vectorized; only odd spellings (1e3, 19 digits) go value by value.
+        text = raw.astype("string").str.strip()
+        short = text.str.fullmatch(_SHORT_INT).fillna(False).to_numpy(dtype=bool) & present
+        out[short] = text[short].astype("Int64")
+        rest = present & ~short
+    else:
+        rest = present
+    if rest.any():
+        exact = [_exact_int(v) for v in raw[rest]]
+        out[rest] = pd.array(exact, dtype="Int64")
+        bad[rest] = [v is None for v in exact]
     return out, bad
 
 
@@ -70,13 +145,13 @@ def _cast(raw: pd.Series, spec: FieldSpec) -> tuple[pd.Series, np.ndarray]:
     """Cast to the declared type; returns (typed values, mask of values that could not be cast)."""
     if spec.type == "timestamp":
         return _timestamps(raw)
-    if spec.type in ("int", "float"):
+    if spec.type == "int":
+        return _integers(raw)
+    if spec.type == "float":
         if raw.dtype == bool:
             return raw.astype("float64"), np.ones(len(raw), dtype=bool)
         num = pd.to_numeric(raw, errors="coerce").astype("float64")
         bad = num.isna().to_numpy() | ~np.isfinite(num.fillna(0).to_numpy())
-        if spec.type == "int":
-            bad |= (num.fillna(0) % 1 != 0).to_numpy()
         if _mixed(raw):  # a JSON boolean is not a number even though Python says so
             bad |= raw.map(lambda v: isinstance(v, bool)).to_numpy(dtype=bool)
         return num, bad
@@ -153,7 +228,7 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec], now: fl
             flag(outside, f"{name}: ", raw, f" not in allowed {sorted(map(str, spec.allowed))}")
         # Nullable dtypes keep every batch's schema identical whether or not it holds a bad value.
         if spec.type == "int":
-            typed = typed.where(ok).round().astype("Int64")
+            typed = typed.astype("Int64").where(ok)
         elif spec.type in ("float", "timestamp"):
             typed = typed.where(ok).astype("float64")
         elif spec.type == "bool":

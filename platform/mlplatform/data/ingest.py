@@ -123,28 +123,34 @@ def _probe(row: dict[str, Any], fmt: str) -> dict[str, Any]:
     read of its whole source.
     """
     path = row["path"]
-    reason, bad_parts = "", []
+    probe = sources.Probe()
     try:
         fs, inner = filesystem(path)
         if fs.get_file_info(inner).size == 0:
-            reason = "empty file"
+            probe = sources.Probe("empty file", [], 0)
         else:
-            reason, bad_parts = sources.get(fmt).probe(fs, inner)
+            probe = sources.get(fmt).probe(fs, inner)
     except (OSError, pa.ArrowException) as exc:
-        reason = f"unreadable {fmt}: {exc}"
-    return {"path": path, "reason": reason[:500], "bad_parts": json.dumps(bad_parts)}
+        probe = sources.Probe(f"unreadable {fmt}: {exc}")
+    rows = -1 if probe.rows is None else probe.rows
+    return {"path": path, "reason": probe.reason[:500], "bad_parts": json.dumps(probe.bad_parts), "rows": rows}
 
 
 def _readable(
     source: SourceSpec, files: list[dict[str, Any]]
-) -> tuple[list[str], list[dict[str, str]], list[dict[str, Any]]]:
-    """Probe a source's files in parallel: (readable paths, malformed files with their reason, bad parts)."""
+) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """Probe a source's files in parallel: (readable paths, malformed files with their reason and known row
+    count, bad parts of readable files)."""
     import ray.data
 
     probed = ray.data.from_items([{"path": f["path"]} for f in files]).map(_probe, fn_kwargs={"fmt": source.format})
     results = {r["path"]: r for r in probed.take_all()}
     good = [f["path"] for f in files if not results[f["path"]]["reason"]]
-    bad = [{"path": p, "reason": r["reason"]} for p, r in sorted(results.items()) if r["reason"]]
+    bad = [
+        {"path": p, "reason": r["reason"], "rows": None if r["rows"] < 0 else int(r["rows"])}
+        for p, r in sorted(results.items())
+        if r["reason"]
+    ]
     parts = [{"path": p, **part} for p in good for part in json.loads(results[p]["bad_parts"])]
     return good, bad, parts
 
@@ -204,14 +210,15 @@ def ray_data():
     return ray.data
 
 
-def _bad_files_frame(source: str, bad_files: list[dict[str, str]]) -> pa.Table:
-    """Quarantine rows for files that could not be read at all (one row per file, no record)."""
-    return _quarantine(
-        source,
-        [b["path"] for b in bad_files],
-        [f"malformed file: {b['reason']}" for b in bad_files],
-        [""] * len(bad_files),
-    )
+def _bad_files_frame(source: str, bad_files: list[dict[str, Any]]) -> pa.Table:
+    """Quarantine rows for files that could not be read at all: one row per file, no record; the reason says
+    how many records the file held when that is known."""
+
+    def reason(b: dict[str, Any]) -> str:
+        held = "" if b["rows"] is None else f" ({b['rows']} record{'s' if b['rows'] != 1 else ''})"
+        return f"malformed file: {b['reason']}{held}"
+
+    return _quarantine(source, [b["path"] for b in bad_files], [reason(b) for b in bad_files], [""] * len(bad_files))
 
 
 def _bad_parts_frame(source: str, parts: list[dict[str, Any]]) -> pa.Table:
@@ -479,7 +486,8 @@ def _build(
             bad_parts.append(ray_data().from_arrow(_bad_files_frame(source.name, bad_files)))
         if bad_rows:
             bad_parts.append(ray_data().from_arrow(_bad_parts_frame(source.name, bad_rows)))
-        n = len(bad_files) + len(bad_rows)
+        # A bad file's records count when they can be known (a Parquet footer, the lines of a text file).
+        n = sum(b["rows"] or 0 for b in bad_files) + len(bad_rows)
         r = {"in": n, "ok": 0, "quarantined": n, "bad_files": len(bad_files)}
         reconciliation[source.name] = r
         if not paths:
@@ -550,12 +558,17 @@ def _build(
     quarantine = bad_parts[0].union(*bad_parts[1:]) if len(bad_parts) > 1 else bad_parts[0]
     # Most checked blocks hold no bad record: without coalescing, each would be a tiny file and a task.
     quarantine = quarantine.repartition(target_num_rows_per_block=QUARANTINE_BLOCK_ROWS, strict=True)
-    too_bad = [
-        f"source {source.name!r}: {r['quarantined']} of {r['in']} records failed the contract "
-        f"({r['quarantined'] / r['in']:.1%} > max_bad_fraction {source.max_bad_fraction:.1%})"
-        for source in cfg.sources
-        if (r := reconciliation[source.name])["in"] and r["quarantined"] / r["in"] > source.max_bad_fraction
-    ]
+    too_bad = []
+    for source in cfg.sources:
+        r, total_files = reconciliation[source.name], len(files[source.name])
+        if r["in"] and r["quarantined"] / r["in"] > source.max_bad_fraction:
+            too_bad.append(
+                f"source {source.name!r}: {r['quarantined']} of {r['in']} records failed the contract "
+                f"({r['quarantined'] / r['in']:.1%} > max_bad_fraction {source.max_bad_fraction:.1%})"
+            )
+        elif not r["in"] and r["bad_files"] == total_files:
+            # Unreadable files whose records cannot be counted: the share of records says nothing here.
+            too_bad.append(f"source {source.name!r}: none of its {total_files} file(s) can be read")
     if too_bad:
         # No version: its table would train on a source the contract rejects. The quarantine is kept where
         # no reader looks for versions, so the user can see why.

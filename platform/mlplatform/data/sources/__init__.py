@@ -18,7 +18,7 @@ import codecs
 import importlib
 import pkgutil
 import re
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 from mlplatform.errors import ConfigError
 
@@ -27,10 +27,26 @@ if TYPE_CHECKING:
 
     from mlplatform.data.config import SourceSpec
 
-__all__ = ["SourceKind", "register", "get", "names", "utf8_problem"]
+__all__ = ["SourceKind", "Probe", "register", "get", "names", "utf8_problem", "read_lines"]
 
 _KINDS: dict[str, SourceKind] = {}
 _discovered = False
+
+
+class Probe(NamedTuple):
+    """What a look at one file found before reading it.
+
+    Attributes:
+        reason: why the file cannot be read ("" when it can): it is then quarantined as a file.
+        bad_parts: parts of a readable file to quarantine one by one (``{"reason", "record"}``), which the
+            reader skips (e.g. CSV rows with the wrong number of columns).
+        rows: how many records an unreadable file holds, when that can be known (a Parquet footer, the lines
+            of a text file); they count as quarantined records.
+    """
+
+    reason: str = ""
+    bad_parts: list[dict[str, str]] = []
+    rows: int | None = None
 
 
 class SourceKind:
@@ -66,18 +82,14 @@ class SourceKind:
                 f"available: {sorted(known)}"
             )
 
-    def probe(self, fs: Any, path: str) -> tuple[str, list[dict[str, str]]]:
-        """Why a non-empty file cannot be read ("" when it can), and the parts of it to quarantine one by one.
+    def probe(self, fs: Any, path: str) -> Probe:
+        """Whether a non-empty file can be read, and what to quarantine of it (see `Probe`).
 
         Args:
             fs: the pyarrow filesystem holding the file.
             path: the file's path in `fs`.
-
-        Returns:
-            (reason, bad parts): each bad part is ``{"reason": ..., "record": ...}`` (e.g. a CSV row with the
-            wrong number of columns, which the reader then skips).
         """
-        return "", []
+        return Probe()
 
     def read(self, source: SourceSpec, paths: list[str]) -> Any:
         """A Ray Dataset of the files' raw content, with each row's file in a ``path`` column."""
@@ -102,7 +114,8 @@ def _discover() -> None:
     global _discovered
     if not _discovered:
         for module in pkgutil.iter_modules(__path__):
-            importlib.import_module(f"{__name__}.{module.name}")
+            if not module.name.startswith("_"):  # private helpers (e.g. _lines) are not kinds
+                importlib.import_module(f"{__name__}.{module.name}")
         _discovered = True
 
 
@@ -124,19 +137,35 @@ def get(name: str) -> SourceKind:
     return _KINDS[name]
 
 
-def utf8_problem(fs: Any, path: str) -> str:
-    """Why a file is not UTF-8 text ("" when it is), naming the byte offset; streams, so any size works."""
+def utf8_problem(fs: Any, path: str) -> Probe:
+    """Why a file is not UTF-8 text ("" when it is), naming the byte offset, with its number of lines (the
+    records it holds, for line formats); streams, so any size works."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = 0
-    try:
-        with fs.open_input_stream(path) as f:
-            while chunk := f.read(1 << 20):
+    offset, lines, reason = 0, 0, ""
+    with fs.open_input_stream(path) as f:
+        while chunk := f.read(1 << 20):
+            lines += chunk.count(b"\n")
+            if not reason:
                 try:
                     decoder.decode(chunk)
                 except UnicodeDecodeError as exc:
-                    return f"not UTF-8 text: {exc.reason} at byte {offset + exc.start}"
-                offset += len(chunk)
-        decoder.decode(b"", final=True)
-    except UnicodeDecodeError as exc:
-        return f"not UTF-8 text: {exc.reason} at byte {offset + exc.start}"
-    return ""
+                    reason = f"not UTF-8 text: {exc.reason} at byte {offset + exc.start}"
+            offset += len(chunk)
+            last = chunk
+    if not reason:
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            reason = f"not UTF-8 text: {exc.reason} at byte {offset + exc.start}"
+    if offset and not last.endswith(b"\n"):
+        lines += 1
+    return Probe(reason, [], lines if reason else None)
+
+
+def read_lines(paths: list[str]) -> Any:
+    """A Ray Dataset of the files' lines (column ``text``, and ``path``), split on ``\\n`` only."""
+    import ray.data
+
+    from mlplatform.data.sources._lines import LinesDatasource
+
+    return ray.data.read_datasource(LinesDatasource(paths, include_paths=True))

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from mlplatform.data.contract import FILE
-from mlplatform.data.sources import SourceKind, register, utf8_problem
+from mlplatform.data.sources import Probe, SourceKind, register, utf8_problem
 
 
 def _skip_row(row: Any) -> str:
@@ -20,12 +20,12 @@ def _skip_row(row: Any) -> str:
 class CsvKind(SourceKind):
     name = "csv"
 
-    def probe(self, fs: Any, path: str) -> tuple[str, list[dict[str, str]]]:
+    def probe(self, fs: Any, path: str) -> Probe:
         """Not UTF-8, or rows whose number of columns is not the header's: pyarrow's reader (and so Ray's)
         would fail the whole file on one such row; the reader skips them and the quarantine gets them."""
-        reason = utf8_problem(fs, path)
-        if reason:
-            return reason, []
+        text = utf8_problem(fs, path)
+        if text.reason:
+            return text._replace(rows=max(0, (text.rows or 0) - 1))  # the header is not a record
         bad: list[dict[str, str]] = []
 
         def collect(row: Any) -> str:
@@ -46,7 +46,7 @@ class CsvKind(SourceKind):
             )
             for _ in reader:
                 pass
-        return "", bad
+        return Probe("", bad)
 
     def read(self, source: Any, paths: list[str]) -> Any:
         import ray.data

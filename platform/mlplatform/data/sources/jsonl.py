@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from mlplatform.data.contract import FILE, REASON, RECORD
-from mlplatform.data.sources import SourceKind, register, utf8_problem
+from mlplatform.data.sources import Probe, SourceKind, read_lines, register, utf8_problem
 
 
 def _dig(obj: Any, path: list[str]) -> Any:
@@ -38,6 +38,9 @@ def parse_json_lines(lines: pd.Series, fields: Mapping[str, Any]) -> pd.DataFram
         except ValueError as exc:
             obj = {}
             reasons.append(f"malformed JSON: {exc}")
+        except RecursionError:
+            obj = {}
+            reasons.append("malformed JSON: nested too deeply")
         for name, path in paths.items():
             cols[name].append(_dig(obj, path))
     frame = pd.DataFrame({name: pd.Series(vals, dtype=object) for name, vals in cols.items()})
@@ -50,14 +53,12 @@ def parse_json_lines(lines: pd.Series, fields: Mapping[str, Any]) -> pd.DataFram
 class JsonLinesKind(SourceKind):
     name = "jsonl"
 
-    def probe(self, fs: Any, path: str) -> tuple[str, list[dict[str, str]]]:
-        return utf8_problem(fs, path), []
+    def probe(self, fs: Any, path: str) -> Probe:
+        return utf8_problem(fs, path)
 
     def read(self, source: Any, paths: list[str]) -> Any:
-        import ray.data
-
-        # Line by line, so that one broken line is quarantined instead of failing the whole file.
-        return ray.data.read_text(paths, include_paths=True)
+        # Line by line (on \n only), so that one broken line is quarantined instead of failing the whole file.
+        return read_lines(paths)
 
     def records(self, batch: pd.DataFrame, source: Any) -> pd.DataFrame:
         raw = parse_json_lines(batch["text"], source.fields)

@@ -5,20 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlplatform.data.contract import FILE
-from mlplatform.data.sources import SourceKind, register
+from mlplatform.data.sources import Probe, SourceKind, register
 
 
 @register
 class ParquetKind(SourceKind):
     name = "parquet"
 
-    def probe(self, fs: Any, path: str) -> tuple[str, list[dict[str, str]]]:
+    def probe(self, fs: Any, path: str) -> Probe:
+        """A footer that does not parse (a truncated file), or data pages that do not: reading the file whole
+        here means a corrupt page quarantines its file instead of failing the read of every file; with a
+        valid footer its row count is known."""
         with fs.open_input_file(path) as f:
-            meta = pq.ParquetFile(f).metadata  # a truncated file has no valid footer: this raises
-        return ("" if meta.num_columns else "Parquet file without columns"), []
+            parquet = pq.ParquetFile(f)  # a truncated file has no valid footer: this raises
+            meta = parquet.metadata
+            if not meta.num_columns:
+                return Probe("Parquet file without columns")
+            try:
+                for _ in parquet.iter_batches(batch_size=65536):
+                    pass
+            except (OSError, pa.ArrowException) as exc:
+                return Probe(f"unreadable parquet data: {exc}"[:500], [], meta.num_rows)
+        return Probe()
 
     def read(self, source: Any, paths: list[str]) -> Any:
         import ray.data

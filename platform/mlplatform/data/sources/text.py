@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlplatform.data.sources import SourceKind, register, utf8_problem
+from mlplatform.data.sources import Probe, SourceKind, read_lines, register, utf8_problem
 
 #: What a model can use of a document without a language model: its length in characters, tokens and lines.
 TEXT_FIELDS = ("chars", "tokens", "lines")
@@ -30,14 +30,14 @@ class TextKind(SourceKind):
     name = "text"
     file_fields = TEXT_FIELDS
 
-    def probe(self, fs: Any, path: str) -> tuple[str, list[dict[str, str]]]:
-        return utf8_problem(fs, path), []
+    def probe(self, fs: Any, path: str) -> Probe:
+        return utf8_problem(fs, path)
 
     def read(self, source: Any, paths: list[str]) -> Any:
         import ray.data
 
         if source.text_unit == "line":
-            return ray.data.read_text(paths, include_paths=True)  # empty lines are not documents
+            return read_lines(paths)
         return ray.data.read_binary_files(paths, include_paths=True)
 
     def records(self, batch: pd.DataFrame, source: Any) -> pd.DataFrame:
