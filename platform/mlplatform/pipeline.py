@@ -104,6 +104,9 @@ def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()) -> Dataset
         f"  table:      {version.table_path}\n  quarantine: {version.quarantine_path}\n"
         f"  profile:    {version.profile_path}  ({time.time() - started:.1f}s)"
     )
+    skipped = sum(len(v) for v in (m.get("skipped") or {}).values())
+    if skipped:
+        print(f"  skipped:    {skipped} hidden or temporary file(s), e.g. _temporary/ (listed in the manifest)")
     if not version.reused and m.get("seconds_by_step"):
         print("  seconds:    " + ", ".join(f"{step} {sec:.1f}" for step, sec in m["seconds_by_step"].items()))
     return version

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 from mlplatform.cluster import load_state
+from mlplatform.release.serve_api import ServeAdmin
+from mlplatform.release.traffic import TrafficControl
 
 from tests.conftest import ROOT
 from tests.integration.conftest import BIN, cli
@@ -395,6 +397,85 @@ def test_plain_serve_deploy_of_the_config_file_and_then_traffic_changes(served, 
     cli("traffic", "set", "churn", "v1=80", "v2=20", env=platform_env)
     assert _weights() == {"1": 80.0, "2": 20.0}
     assert requests.post(PREDICT, json={"instances": [instance(served)]}, timeout=10).status_code == 200
+
+
+# ------------------------------------------------------ the control plane: two writers, a killed rollout
+
+
+def control(env) -> TrafficControl:
+    return TrafficControl(ServeAdmin(load_state(Path(env["MLPLATFORM_HOME"])).dashboard_url))
+
+
+def test_two_writers_twenty_rounds_lose_nothing(served, platform_env):
+    a, b = control(platform_env), control(platform_env)
+    errors: list[BaseException] = []
+    rounds = 20
+
+    def run(fn):
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    for i in range(rounds):
+        w = 10 + i
+        threads = [
+            threading.Thread(target=run, args=(lambda w=w: a.set_traffic("churn", {"1": 100 - w, "2": w}),)),
+            threading.Thread(
+                target=run, args=(lambda i=i: b.set_traffic("churn", shadow={"version": "2", "percent": i + 1}),)
+            ),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        policy = a.served("churn").policy
+        # Both changes are there, whichever landed first: neither overwrote the other.
+        assert policy.weights == {"1": 100.0 - w, "2": float(w)} and policy.shadow.percent == i + 1, i
+    log = a.log("churn", tracking_uri=a.served("churn").args.tracking_uri)
+    assert all(e.applied for e in log) and [e.seq for e in log] == list(range(1, len(log) + 1))
+    cli("traffic", "set", "churn", "v1=90", "v2=10", "--no-shadow", env=platform_env)
+
+
+def test_a_killed_rollout_shows_in_status_refuses_other_changes_and_is_aborted(served, platform_env):
+    config = ROOT / "jobs" / "configs" / "_test_rollout_killed.yaml"
+    config.write_text("rollout: {app: churn, canary: '2', steps: [20, 100], bake_s: 600, min_requests: 1}\n")
+    job = subprocess.Popen(
+        [str(BIN / "mlplatform"), "submit", "rollout", "--config", str(config)],
+        cwd=ROOT,
+        env=platform_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 180
+        while _weights() != {"1": 80.0, "2": 20.0}:
+            assert time.time() < deadline and job.poll() is None, "the rollout never reached its first step"
+            time.sleep(1)
+        status = cli("rollout", "status", "churn", env=platform_env).stdout
+        assert "at step 20%" in status and "running" in status
+        refused = cli("traffic", "set", "churn", "--shadow", "v2", env=platform_env, check=False)
+        assert refused.returncode == 1 and "is being rolled out" in refused.stderr
+        # Kill its job (what a crashed node does to it): the rollout stays as state in the log.
+        submission = next(ln for ln in job.stdout if ln.startswith("submitted ")).split()[1]
+        env = {**platform_env, "RAY_AUTH_MODE": "token"}
+        subprocess.run(
+            [str(BIN / "ray"), "job", "stop", submission, "--address", "http://127.0.0.1:8265"],
+            env=env,
+            capture_output=True,
+            timeout=120,
+        )
+        job.wait(timeout=120)
+        assert _weights() == {"1": 80.0, "2": 20.0}  # half-done: nothing undid it yet
+        out = cli("rollout", "abort", "churn", "--reason", "drill", env=platform_env)
+        assert "rollout-abort" in out.stdout and _weights() == {"1": 90.0, "2": 10.0}
+        assert "no rollout in progress" in cli("rollout", "status", "churn", env=platform_env).stdout
+    finally:
+        if job.poll() is None:
+            job.kill()
+        config.unlink(missing_ok=True)
 
 
 def test_down_leaves_no_process(platform_env, served):

@@ -56,7 +56,9 @@ def test_too_many_bad_records_fails_the_job_but_keeps_the_quarantine(tmp_path):
     assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
     assert "source 'events'" in out.stderr and "max_bad_fraction" in out.stderr
     assert "Traceback" not in out.stderr
-    (version_dir,) = [p for p in (tmp_path / "datasets" / "churn").iterdir() if p.is_dir()]
-    quarantine = pd.read_parquet(version_dir / "quarantine")
+    dataset = tmp_path / "datasets" / "churn"
+    (rejected,) = (dataset / "rejected").iterdir()
+    quarantine = pd.read_parquet(rejected / "quarantine")
     assert (quarantine["source"] == "events").sum() > 0  # nothing lost, even when the job fails
-    assert not (version_dir / "manifest.json").exists()  # and no half version pretends to be complete
+    assert str(rejected / "quarantine") in out.stderr
+    assert sorted(p.name for p in dataset.iterdir()) == ["rejected"]  # and no version, whole or half

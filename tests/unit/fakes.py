@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -44,6 +45,7 @@ class FakeServe:
         }
         self.broken: set[str] = set()
         self.applied: list[dict] = []
+        self.router_answers: list[dict] = [{"last_pinned": {}}]  # what GET /v1/models/{name} says
         self._clock = 1.0
 
     def details(self) -> dict[str, Any]:
@@ -72,6 +74,9 @@ class FakeServe:
         if app["status"] != "RUNNING":
             raise PlatformError(f"Serve application {name!r} is {app['status']}")
         return app
+
+    def router_status(self, app: str, model: str, tries: int = 4) -> list[dict]:
+        return list(self.router_answers)
 
     def policy(self, name: str = "churn") -> dict[str, Any]:
         """The router user_config deployed now."""
@@ -140,7 +145,7 @@ class FakeHistory:
             event,
             seq=seq,
             id=f"c{seq}",
-            at=event.at or f"t{seq:03d}",
+            at=event.at or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.clock())),
             by=event.by or "tester",
             lease_until=self.clock() + lease_s,
         )

@@ -248,6 +248,7 @@ def test_health_and_metadata():
         "shadow": None,
         "sticky": None,
         "faults": {},
+        "last_pinned": {},
     }
     assert headers["x-model-version"] == "1,2"
     status, _, body = call(app, "GET", "/v2/models/m")

@@ -218,3 +218,44 @@ def test_retiring_a_version_and_rolling_back_to_it(world):
     control.rollback("churn")  # the state before had v2 at 10 %: it is deployed again
     assert [v["version"] for v in serve.apps["churn"]["deployed_app_config"]["args"]["versions"]] == ["1", "2"]
     assert serve.policy()["weights"] == {"1": 90.0, "2": 10.0}
+
+
+@pytest.fixture
+def idle_world():
+    clock = {"t": 1_800_000_000.0}
+    config = app_config({"1": 90.0, "2": 10.0})
+    config["args"]["retire_after_s"] = 3600
+    serve = FakeServe(churn=config)
+    registry = FakeRegistry({"churn": ["1", "2", "3"]}, {"churn": {"champion": "1"}})
+    history = FakeHistory(clock=lambda: clock["t"])
+    control = TrafficControl(serve, registry=registry, history=history, clock=lambda: clock["t"])
+    return serve, history, control, clock
+
+
+def deployed(serve):
+    return [v["version"] for v in serve.apps["churn"]["deployed_app_config"]["args"]["versions"]]
+
+
+def test_a_version_without_traffic_for_retire_after_is_retired_at_the_next_change(idle_world):
+    serve, history, control, clock = idle_world
+    control.set_traffic("churn", {"1": 100, "2": 0}, reason="v2 out")
+    clock["t"] += 1800
+    control.set_traffic("churn", shadow={"version": "1"})  # too early: v2 stays
+    assert deployed(serve) == ["1", "2"]
+    clock["t"] += 3600
+    event = control.set_traffic("churn", shadow=None, reason="later")
+    assert deployed(serve) == ["1"] and event.versions == ["1"]
+    assert event.reason == "later; retired v2: no traffic for 3600s"
+    assert sum(v["weight"] for v in serve.apps["churn"]["deployed_app_config"]["args"]["versions"]) == 100
+    control.rollback("churn")  # back to a state that served v2 (at 0 %, shadow v1): deployed again
+    assert deployed(serve) == ["1", "2"]
+
+
+@pytest.mark.parametrize("answers", [[], [{"last_pinned": {}}, {"last_pinned": {"2": 1_800_005_000.0}}]])
+def test_a_version_still_pinned_or_of_unknown_use_is_kept(idle_world, answers):
+    serve, _, control, clock = idle_world
+    control.set_traffic("churn", {"1": 100, "2": 0})
+    clock["t"] += 7200
+    serve.router_answers = answers  # no router answered / one replica served a pinned v2 request lately
+    control.set_traffic("churn", shadow={"version": "1"})
+    assert deployed(serve) == ["1", "2"]

@@ -137,3 +137,21 @@ def _failure(app: dict[str, Any]) -> str:
         if dep.get("status") not in ("HEALTHY", None):
             parts.append(f"{dep_name}: {dep.get('status')} {dep.get('message') or ''}".strip())
     return "; ".join(p for p in parts if p)[:3000] or "no message"
+
+    def router_status(self, app: str, model: str, tries: int = 4) -> list[dict[str, Any]]:
+        """What router replicas of `app` report (`GET /v1/models/{model}`, an open route), asked `tries` times
+        through Serve's HTTP proxy so that each replica is likely asked; empty when none answers."""
+        details = self.details()
+        http = details.get("http_options") or {}
+        host = http.get("host") or "127.0.0.1"
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        prefix = ((details.get("applications") or {}).get(app) or {}).get("route_prefix") or "/"
+        url = f"http://{host}:{int(http.get('port') or 8000)}{prefix.rstrip('/')}/v1/models/{model}"
+        answers = []
+        for _ in range(tries):
+            try:
+                r = requests.get(url, timeout=3)
+                answers.append(r.json())
+            except (requests.RequestException, ValueError):
+                continue
+        return answers

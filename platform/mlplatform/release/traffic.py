@@ -23,6 +23,7 @@ logic is unit-tested with fakes; the defaults are the real ones.
 
 from __future__ import annotations
 
+import calendar
 import copy
 import time
 import uuid
@@ -168,6 +169,19 @@ def rollout_state(log: list[Event], heartbeats: dict[str, float]) -> RolloutStat
         started_at=start.at,
         heartbeat=heartbeats.get(info["id"]),
     )
+
+
+def _before(log: list[Event], event: Event) -> list[str]:
+    """The versions deployed just before `event` (those of the applied change before it)."""
+    earlier = [e for e in log if e.applied and e.seq < event.seq]
+    return earlier[-1].versions if earlier else []
+
+
+def _epoch(at: str) -> float | None:
+    try:
+        return calendar.timegm(time.strptime(at, "%Y-%m-%dT%H:%M:%SZ"))
+    except (TypeError, ValueError):
+        return None
 
 
 def _natural(version: str) -> tuple:
@@ -318,7 +332,7 @@ class TrafficControl:
                     f"{name!r} changed since you read it (change {expect_seq}; now {last}: {log[-1].action} by "
                     f"{log[-1].by}); read it again"
                 )
-            event = self._event(app, plan(app, log), action=action, reason=reason, by=by, rollout=rollout)
+            event = self._event(app, log, plan(app, log), action=action, reason=reason, by=by, rollout=rollout)
             claimed = self.history.claim(event, last + 1, tracking_uri=uri, lease_s=wait_timeout * 2 + 60)
             if claimed is None:
                 conflicts += 1  # another writer took change last + 1 since we read the log: plan again on its result
@@ -329,7 +343,15 @@ class TrafficControl:
         )
 
     def _event(
-        self, app: ServedApp, plan: Plan, *, action: str, reason: str, by: str, rollout: dict[str, Any] | None
+        self,
+        app: ServedApp,
+        log: list[Event],
+        plan: Plan,
+        *,
+        action: str,
+        reason: str,
+        by: str,
+        rollout: dict[str, Any] | None,
     ) -> Event:
         """The change as it will be logged, validated against the versions it leaves deployed."""
         uri = app.args.tracking_uri
@@ -346,21 +368,56 @@ class TrafficControl:
             checked = parse_policy(policy, versions)
         except ConfigError as exc:
             raise ConfigError(f"traffic change for {app.name!r} refused: {exc}") from None
+        why = plan.reason if plan.reason is not None else reason
+        retired = self._idle(app, log, checked, versions) if plan.versions is None else []
+        weights = {v: w for v, w in checked.weights.items() if v not in retired}
+        if retired:
+            versions = [v for v in versions if v not in retired]
+            why += f"{'; ' if why else ''}retired {', '.join('v' + v for v in retired)}: no traffic for "
+            why += f"{app.args.retire_after_s:g}s"
         aliases = {**self.registry.aliases_of(app.args.model_name, tracking_uri=uri), **plan.move_aliases}
         return Event(
             app=app.name,
             model=app.args.model_name,
             action=action,
-            weights=dict(checked.weights),
+            weights=weights,
             shadow=checked.shadow.model_dump() if checked.shadow else None,
             faults={v: f.model_dump() for v, f in checked.faults.items()},
             aliases={a: v for a, v in aliases.items() if v is not None},
-            reason=plan.reason if plan.reason is not None else reason,
+            reason=why,
             by=by or who(),
             versions=versions,
             move_aliases=dict(plan.move_aliases),  # type: ignore[arg-type]
             rollout=rollout,
         )
+
+    def _idle(self, app: ServedApp, log: list[Event], policy: TrafficPolicy, versions: list[str]) -> list[str]:
+        """Versions to retire with this change: no weight, not the shadow and no fault in the new policy, no
+        traffic in the log for `retire_after_s`, and no request pinned to them since (router replicas say)."""
+        after = app.args.retire_after_s
+        if after is None:
+            return []
+        now = self.clock()
+        shadow = policy.shadow.version if policy.shadow else None
+        candidates = [v for v in versions if policy.weights.get(v, 0) == 0 and v != shadow and v not in policy.faults]
+        idle = []
+        for v in candidates:
+            used = [
+                e
+                for e in log
+                if e.applied
+                and (e.weights.get(v, 0) > 0 or (e.shadow or {}).get("version") == v or v not in _before(log, e))
+            ]
+            last = _epoch(used[-1].at) if used else None
+            if last is not None and now - last > after:
+                idle.append(v)
+        if not idle:
+            return []
+        answers = self.admin.router_status(app.name, app.args.model_name, tries=4 * app.args.ingress_num_replicas)
+        if not answers:
+            return []  # cannot tell whether clients still pin them: keep them
+        pinned = {v: max(float(a.get("last_pinned", {}).get(v, 0)) for a in answers) for v in idle}
+        return [v for v in idle if now - pinned[v] > after]
 
     def _apply_claimed(self, app: ServedApp, event: Event, wait_timeout: float) -> Event:
         uri = app.args.tracking_uri
@@ -511,7 +568,8 @@ class TrafficControl:
             if target.aliases != current.aliases:
                 moves = {**dict.fromkeys(set(current.aliases) - set(target.aliases)), **target.aliases}
             why = reason or f"rollback to the state of {target.at} ({target.action} by {target.by})"
-            return Plan(target.policy(), moves, reason=why)
+            # The versions that state served, retired ones included: they are deployed again.
+            return Plan(target.policy(), moves, versions=target.versions or None, reason=why)
 
         return self.change(name, plan, action="rollback")
 

@@ -121,6 +121,13 @@ class AppArgs(StrictModel):
         description="`api_key`: requests need `Authorization: Bearer <key>` with a key from "
         "$MLPLATFORM_API_KEYS (comma-separated, read on the replica). `none`: open endpoint (local demos).",
     )
+    retire_after_s: float | None = Field(
+        None,
+        gt=0,
+        description="Retire a version (remove its replicas) once it has carried no traffic — weight 0, not the "
+        "shadow, no pinned request — for this many seconds; checked at each change of the application. "
+        "None keeps every version deployed. Rolling back to a retired version deploys it again.",
+    )
 
     @model_validator(mode="after")
     def _check_versions(self) -> AppArgs:

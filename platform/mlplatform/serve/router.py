@@ -113,6 +113,9 @@ class RouterCore:
         self.apply_policy = apply_policy
         self.observers = list(observers)
         self.observer_failures = 0
+        #: version → when this replica last answered a request pinned to it (x-model-version): a version that
+        #: clients still pin must not be retired.
+        self.last_pinned: dict[str, float] = {}
         self.metrics = RouterMetrics(self.model_name)
         self.shadow = ShadowMirror(self.handles, self.metrics)
         self.set_policy(policy or args.default_policy())
@@ -144,6 +147,7 @@ class RouterCore:
             "shadow": self.shadow.status(self.policy.shadow),
             "sticky": self.args.sticky.model_dump(exclude_none=True) if self.args.sticky else None,
             "faults": {v: f.model_dump() for v, f in self._faults.items()},
+            "last_pinned": dict(self.last_pinned),
         }
 
     # ------------------------------------------------------------------------------------- checks
@@ -211,6 +215,8 @@ class RouterCore:
             raise
         preds = np.asarray(preds)
         latency_ms = 1000 * (time.perf_counter() - started)
+        if route == "pinned":
+            self.last_pinned[version] = time.time()
         self.metrics.answered(version, 200, latency_ms, preds.ravel(), route=route)
         self.shadow.settle(copy, preds)
         if self.observers:
