@@ -61,8 +61,8 @@ def test_a_file_rewritten_in_place_with_the_same_size_and_time_is_a_new_version(
     stat = profiles.stat()
     text = profiles.read_text()
     # One label flipped: same bytes count, and the modification time put back.
-    line = next(ln for ln in text.splitlines()[1:] if ln.endswith(",0"))
-    profiles.write_text(text.replace(line, line[:-1] + "1", 1))
+    line = next(ln for ln in text.splitlines()[1:] if ln.endswith(',"0"'))
+    profiles.write_text(text.replace(line, line[:-2] + '1"', 1))
     os.utime(profiles, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     try:
         second = ingest(cfg)
@@ -83,7 +83,9 @@ ingest(cfg)
 """
 
 
-@pytest.mark.parametrize("stage", ["quarantine", "table"])
+# Killed for real once, while it writes its table (the latest stage before the commit); every other state a
+# kill can leave is built by hand in tests/unit/test_version.py.
+@pytest.mark.parametrize("stage", ["table"])
 def test_an_ingest_killed_half_way_leaves_no_version_and_the_rerun_is_whole(home, local_ray, stage):
     from tests.conftest import DEMO_CONFIG
 

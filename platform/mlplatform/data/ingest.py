@@ -215,7 +215,7 @@ def _bad_files_frame(source: str, bad_files: list[dict[str, Any]]) -> pa.Table:
     how many records the file held when that is known."""
 
     def reason(b: dict[str, Any]) -> str:
-        held = "" if b["rows"] is None else f" ({b['rows']} record{'s' if b['rows'] != 1 else ''})"
+        held = f" ({b['rows']} record{'s' if b['rows'] != 1 else ''})" if b["rows"] else ""
         return f"malformed file: {b['reason']}{held}"
 
     return _quarantine(source, [b["path"] for b in bad_files], [reason(b) for b in bad_files], [""] * len(bad_files))

@@ -446,8 +446,9 @@ class TrafficControl:
                 ) from None
             app = self.served(app.name)
         retire = [v for v in app.versions if v not in event.versions]
-        before = self.admin.apply(_config(app, event.policy(), [], retire))
-        self.admin.wait(app.name, before, timeout=wait_timeout)
+        if retire or parse_policy(event.policy(), app.versions) != app.policy:
+            before = self.admin.apply(_config(app, event.policy(), [], retire))
+            self.admin.wait(app.name, before, timeout=wait_timeout)
         if event.move_aliases:
             self.registry.set_aliases(app.args.model_name, event.move_aliases, tracking_uri=app.args.tracking_uri)
 
