@@ -481,6 +481,55 @@ def test_a_killed_rollout_shows_in_status_refuses_other_changes_and_is_aborted(s
         config.unlink(missing_ok=True)
 
 
+KILL_ROUTER = """
+import ray
+from ray.util.state import list_actors
+ray.init(address="auto", logging_level="ERROR")
+for a in list_actors(filters=[("class_name", "=", "ServeReplica:churn:churn-router"), ("state", "=", "ALIVE")]):
+    ray.kill(ray.get_actor(a.name, namespace="serve"))
+    print("killed", a.name)
+"""
+
+
+def test_the_router_restarted_during_a_change_serves_what_the_log_says(served, platform_env, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", load_state(Path(platform_env["MLPLATFORM_HOME"])).mlflow_url)
+    c = control(platform_env)
+    outcome: list = []
+    change = threading.Thread(
+        target=lambda: outcome.append(_try(lambda: c.set_traffic("churn", {"1": 60, "2": 40}, reason="during restart")))
+    )
+    change.start()
+    env = {**platform_env, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": "127.0.0.1:6379"}
+    killed = subprocess.run(
+        [str(BIN / "python"), "-c", KILL_ROUTER], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "killed" in killed.stdout, killed.stdout + killed.stderr
+    change.join(timeout=300)
+    deadline = time.time() + 120
+    while True:  # Serve replaces the router replica; it comes back with the config Serve holds
+        try:
+            weights = _weights()
+            break
+        except (requests.RequestException, KeyError, ValueError):
+            assert time.time() < deadline, "the router did not come back"
+            time.sleep(1)
+    last = c.log("churn", tracking_uri=c.served("churn").args.tracking_uri)[-1]
+    assert last.status != "intent"  # settled either way, never left half-done
+    if last.applied:
+        assert weights == {"1": 60.0, "2": 40.0} == last.weights
+    else:  # Serve refused it while the replica was gone: what served before still does
+        assert weights == {"1": 90.0, "2": 10.0}, (last.status, weights)
+    cli("traffic", "set", "churn", "v1=90", "v2=10", env=platform_env)
+    assert _weights() == {"1": 90.0, "2": 10.0}
+
+
+def _try(fn):
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 (the test looks at the log, not at how the call ended)
+        return exc
+
+
 def test_down_leaves_no_process(platform_env, served):
     state = load_state(Path(platform_env["MLPLATFORM_HOME"]))
     cli("down", env=platform_env)
