@@ -53,6 +53,8 @@ __all__ = [
 
 #: A rollout whose process has not said it is alive for this long is taken for dead.
 ROLLOUT_LEASE_S = 60.0
+#: How long a change that only reconfigures the router may take before another writer finishes it.
+POLICY_LEASE_S = 120.0
 #: How often a change re-plans on a state another writer changed before giving up.
 MAX_ATTEMPTS = 8
 #: Events that end a rollout (a deploy ends the rollout it names: it replaces the whole application).
@@ -333,7 +335,11 @@ class TrafficControl:
                     f"{log[-1].by}); read it again"
                 )
             event = self._event(app, log, plan(app, log), action=action, reason=reason, by=by, rollout=rollout)
-            claimed = self.history.claim(event, last + 1, tracking_uri=uri, lease_s=wait_timeout * 2 + 60)
+            # How long others wait for this change before finishing it themselves: a live reconfigure takes
+            # seconds; bringing up new versions may take up to two waits for Serve (deploy, then restore).
+            adds = set(event.versions) - set(app.versions)
+            lease = wait_timeout * 2 + 60 if adds else POLICY_LEASE_S
+            claimed = self.history.claim(event, last + 1, tracking_uri=uri, lease_s=lease)
             if claimed is None:
                 conflicts += 1  # another writer took change last + 1 since we read the log: plan again on its result
                 continue
