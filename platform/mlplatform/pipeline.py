@@ -94,7 +94,7 @@ def ingest_step(cfg: PipelineConfig, opts: JobOptions = JobOptions()) -> Dataset
         ]
         for name, s in m["sources"].items()
     ]
-    print("\n== ingest: records in = ok + quarantined, per source (a malformed file counts as one)")
+    print("\n== ingest: in = ok + quarantined records per source (a bad file counts the records it held, if known)")
     print(_table(rows, ["source", "files", "bad files", "in", "ok", "quarantined", "balanced"]))
     print(
         f"dataset {m['name']} version {version.version}{' (reused: inputs unchanged)' if version.reused else ''}"
