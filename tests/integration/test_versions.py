@@ -113,3 +113,35 @@ def test_an_ingest_killed_half_way_leaves_no_version_and_the_rerun_is_whole(home
     table = pd.read_parquet(version.table_path)
     assert table["entity_id"].is_unique and len(table) == version.rows
     shutil.rmtree(dataset, ignore_errors=True)
+
+
+def test_a_data_set_of_one_table_ingests(home, local_ray, tmp_path):
+    """The most common shape there is: one CSV with the key, the features and the label."""
+    from mlplatform.data.config import DataConfig
+
+    table = tmp_path / "patients.csv"
+    table.write_text("id,x,y,label\n" + "".join(f"{i},{i * 0.5},{i % 7},{i % 2}\n" for i in range(1, 201)))
+    cfg = DataConfig.model_validate(
+        {
+            "name": "one_table",
+            "key": "id",
+            "label": "label",
+            "output_dir": str(tmp_path / "datasets"),
+            "sources": [
+                {
+                    "name": "patients",
+                    "format": "csv",
+                    "path": str(table),
+                    "fields": {
+                        "id": {"type": "int", "unique": True},
+                        "x": {"type": "float"},
+                        "y": {"type": "float"},
+                        "label": {"type": "int", "allowed": [0, 1]},
+                    },
+                }
+            ],
+        }
+    )
+    version = ingest(cfg)
+    frame = pd.read_parquet(version.table_path)
+    assert version.rows == len(frame) == 200 and version.features == ["x", "y"]

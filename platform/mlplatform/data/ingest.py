@@ -408,6 +408,11 @@ def _fingerprint(table_ds, schema: str) -> str:
 # -------------------------------------------------------------------------------------------- main
 
 
+def _union(parts: list[Any]) -> Any:
+    """One Ray Dataset of `parts` (Ray's planner fails a union of a single input: a one-table data set)."""
+    return parts[0] if len(parts) == 1 else parts[0].union(*parts[1:])
+
+
 def _partitions() -> int:
     """Shuffle partitions: a few per CPU (Ray's default of 200 makes small datasets crawl)."""
     import ray
@@ -522,8 +527,7 @@ def _build(
 
     t = time.time()
     aggregated = (
-        wide_parts[0]
-        .union(*wide_parts[1:])
+        _union(wide_parts)
         # A hash shuffle keeps every row of a key in one output block (Ray does not split those blocks;
         # Ray's own map_groups relies on the same), so batch_size=None hands over whole keys.
         .repartition(_partitions(), keys=[cfg.key])
@@ -555,7 +559,7 @@ def _build(
         r.update({"ok": r["ok"] - n_dup, "quarantined": r["quarantined"] + n_dup})
     t = lap("project, shuffle by key, aggregate", t)
 
-    quarantine = bad_parts[0].union(*bad_parts[1:]) if len(bad_parts) > 1 else bad_parts[0]
+    quarantine = _union(bad_parts)
     # Most checked blocks hold no bad record: without coalescing, each would be a tiny file and a task.
     quarantine = quarantine.repartition(target_num_rows_per_block=QUARANTINE_BLOCK_ROWS, strict=True)
     too_bad = []
