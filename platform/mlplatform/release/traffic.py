@@ -390,7 +390,7 @@ class TrafficControl:
             shadow=checked.shadow.model_dump() if checked.shadow else None,
             faults={v: f.model_dump() for v, f in checked.faults.items()},
             aliases={a: v for a, v in aliases.items() if v is not None},
-            reason=why,
+            reason=why[:1000],  # the log keeps it in a param (6 000 characters at most, the event included)
             by=by or who(),
             versions=versions,
             move_aliases=dict(plan.move_aliases),  # type: ignore[arg-type]
