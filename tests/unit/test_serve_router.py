@@ -543,10 +543,13 @@ def test_observers_see_every_answered_request_with_how_it_was_routed():
     ]
     call(app, "POST", "/v2/models/m/infer", {"id": "r-4", "inputs": inputs})
     call(app, "POST", "/v1/models/m:predict", {"instances": [{"a": "x"}]})  # refused: not an answer
+    # without an id from the client, the router makes one (and returns it in x-request-id)
+    generated = [r.request_id for r in seen[1:3]]
+    assert all(len(g) == 32 for g in generated) and generated[0] != generated[1]
     assert [(r.request_id, r.route) for r in seen] == [
         ("r-1", "weighted"),
-        (None, "sticky"),
-        (None, "pinned"),
+        (generated[0], "sticky"),
+        (generated[1], "pinned"),
         ("r-4", "weighted"),
     ]
     first = seen[0]

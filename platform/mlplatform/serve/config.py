@@ -12,8 +12,9 @@ from pydantic import Field, field_validator, model_validator
 
 from mlplatform.config import StrictModel
 from mlplatform.serve.policy import normalize_version
+from mlplatform.settings import platform_home
 
-__all__ = ["VersionSpec", "StickySpec", "AppArgs", "router_name"]
+__all__ = ["VersionSpec", "StickySpec", "InferenceLogConfig", "AppArgs", "router_name"]
 
 _NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 
@@ -91,6 +92,32 @@ class StickySpec(StrictModel):
         return self
 
 
+class InferenceLogConfig(StrictModel):
+    """The inference log of an application (see `mlplatform.serve.inference_log`): what each router replica
+    samples and how often it writes. Without this section nothing is logged (features can be personal data:
+    logging them is a choice), and feedback is refused."""
+
+    path: str | None = Field(
+        None,
+        description="Where the log lives: a folder or a pyarrow filesystem URI such as s3://bucket/log "
+        "(default: ${MLPLATFORM_HOME}/inference_log). Every router replica must reach it.",
+    )
+    sample_rate: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of answered requests logged. 1 by default: feedback can only label logged requests.",
+    )
+    flush_s: float = Field(5.0, gt=0, le=3600, description="Longest time a logged row waits in memory.")
+    flush_rows: int = Field(5000, ge=1, description="Rows that trigger a write before flush_s.")
+    max_buffer_rows: int = Field(
+        200_000, ge=1, description="Rows a replica holds while writes lag; beyond, rows are dropped (counted)."
+    )
+
+    def resolved_path(self) -> str:
+        return self.path or str(platform_home() / "inference_log")
+
+
 class AppArgs(StrictModel):
     """The `args` of a serving application (`mlplatform.release.app:build_app`, or `mlplatform.serve:build_app`)."""
 
@@ -120,6 +147,9 @@ class AppArgs(StrictModel):
         "api_key",
         description="`api_key`: requests need `Authorization: Bearer <key>` with a key from "
         "$MLPLATFORM_API_KEYS (comma-separated, read on the replica). `none`: open endpoint (local demos).",
+    )
+    inference_log: InferenceLogConfig | None = Field(
+        None, description="Log sampled requests and accept feedback (see InferenceLogConfig); None: no log."
     )
     retire_after_s: float | None = Field(
         None,

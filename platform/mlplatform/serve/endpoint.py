@@ -9,7 +9,9 @@ naming the problem; nothing a client sends surfaces as a 500, and every response
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import uuid
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -24,6 +26,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from mlplatform.errors import ConfigError, RequestError
 from mlplatform.registry import load_booster
 from mlplatform.serve.config import AppArgs
+from mlplatform.serve.inference_log import InferenceLog, valid_label
 from mlplatform.serve.model import Loader, LocalVersion
 from mlplatform.serve.policy import parse_policy
 from mlplatform.serve.protocol import (
@@ -67,11 +70,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class _VersionHeader:
-    """ASGI middleware: every response carries x-model-version, and nothing escapes as a bare 500.
+def _request_id(value: str | None) -> str | None:
+    """A client's request id if it is one we can log and echo: 1–128 printable ASCII characters, else None."""
+    if value is not None and 0 < len(value) <= 128 and value.isascii() and value.isprintable():
+        return value
+    return None
 
-    Routes that served a prediction set the header to that version; every other response (errors, health,
-    unknown paths) gets the served versions joined by ",".
+
+class _ResponseHeaders:
+    """ASGI middleware: every response carries x-model-version and x-request-id, and nothing escapes as a bare 500.
+
+    Routes that served a prediction set x-model-version to that version; every other response (errors,
+    health, unknown paths) gets the served versions joined by ",". x-request-id is the client's (header, or
+    a V2 body ``id`` when a route adopts it) or a new one; it is the id the inference log and feedback use.
     """
 
     def __init__(self, app: Any, served: str) -> None:
@@ -82,6 +93,9 @@ class _VersionHeader:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        state = scope.setdefault("state", {})
+        given = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
+        state["request_id"] = _request_id(given) or uuid.uuid4().hex
         started = False
 
         async def send_with_header(message: dict) -> None:
@@ -91,6 +105,7 @@ class _VersionHeader:
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == self.header[0] for k, _ in headers):
                     headers.append(self.header)
+                headers.append((REQUEST_ID_HEADER.encode(), state["request_id"].encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -104,12 +119,12 @@ class _VersionHeader:
             await response(scope, receive, send_with_header)
 
 
-def create_app(core: RouterCore) -> FastAPI:
-    """The FastAPI app of the endpoint around `core`.
+def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> FastAPI:
+    """The FastAPI app of the endpoint around `core` (and its inference log, which the feedback route writes).
 
     Routes: ``POST /v1/models/{name}:predict``, ``GET /v1/models/{name}``, ``POST /v2/models/{name}/infer``
     (and ``/versions/{v}/infer``), ``GET /v2/models/{name}`` (metadata), ``GET /v2/models/{name}/ready``,
-    ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``.
+    ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``, ``POST /v1/models/{name}/feedback``.
     """
     # No docs/openapi routes: the endpoint is an API, and they would bypass auth.
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -146,7 +161,14 @@ def create_app(core: RouterCore) -> FastAPI:
         key = None if requested else core.routing_key(request.headers, parsed)
         version = core.choose(requested, key)
         route = "pinned" if requested else ("sticky" if key is not None else "weighted")
-        request_id = parsed.request_id or request.headers.get(REQUEST_ID_HEADER)
+        given = request.headers.get(REQUEST_ID_HEADER)
+        if given is not None and _request_id(given) is None:
+            raise RequestError(400, "x-request-id must be 1 to 128 printable ASCII characters")
+        if given is None and parsed.request_id is not None:
+            if _request_id(parsed.request_id) is None:
+                raise RequestError(400, "'id' must be 1 to 128 printable ASCII characters")
+            request.state.request_id = parsed.request_id  # the V2 id is the request's id: echo and log it
+        request_id = request.state.request_id
         return version, await core.predict(version, parsed.x, request_id=request_id, route=route)
 
     @app.post("/v1/models/{name}:predict")
@@ -170,6 +192,53 @@ def create_app(core: RouterCore) -> FastAPI:
         if failing:
             return error(503, f"versions not ready: {failing}", **body)
         return JSONResponse(body)
+
+    @app.post("/v1/models/{name}/feedback")
+    async def v1_feedback(name: str, request: Request) -> JSONResponse:
+        core.auth.check(request.headers)
+        core.check_model(name)
+        if inference_log is None:
+            raise RequestError(
+                409, f"feedback needs the inference log, which {core.app_name!r} does not keep (inference_log)"
+            )
+        doc = load_json(await read_body(request, args.max_body_bytes))
+        labels = doc.get("labels") if isinstance(doc, dict) else None
+        if not isinstance(labels, list) or not labels:
+            raise RequestError(400, 'body must be {"labels": [{"request_id": "...", "label": 0 or 1}, ...]}')
+        if len(labels) > args.max_instances:
+            raise RequestError(413, f"{len(labels)} labels in one request; the limit is {args.max_instances}")
+        results: list[dict[str, Any] | None] = [None] * len(labels)
+        good: list[tuple[int, str, int, float]] = []
+        for i, item in enumerate(labels):
+            problem = _feedback_problem(item)
+            if problem:
+                rid = item.get("request_id") if isinstance(item, dict) else None
+                rid = rid if isinstance(rid, str) else None
+                results[i] = {"request_id": rid, "status": "invalid", "message": problem}
+            else:
+                good.append((i, item["request_id"], int(item.get("row", 0)), float(item["label"])))
+        seen: set[tuple[str, int]] = set()
+        unique = []
+        for i, rid, row, label in good:
+            if (rid, row) in seen:
+                results[i] = {"request_id": rid, "status": "duplicate", "message": "labelled twice in this request"}
+            else:
+                seen.add((rid, row))
+                unique.append((i, rid, row, label))
+        keys = [(rid, row) for _, rid, row, _ in unique]
+        # Labels may have come through another replica: the written feedback is always checked.
+        logged, labelled = await asyncio.to_thread(inference_log.lookup, inference_log.needs_lookup(keys), keys)
+        fresh = [(i, rid, row, label) for i, rid, row, label in unique if (rid, row) not in labelled]
+        for i, rid, row, _ in unique:
+            if (rid, row) in labelled:
+                results[i] = {"request_id": rid, "status": "duplicate", "message": "already labelled"}
+        answers = inference_log.add_feedback([(rid, row, label) for _, rid, row, label in fresh], logged)
+        for (i, *_), answer in zip(fresh, answers, strict=True):
+            results[i] = dict(answer)
+        counts: dict[str, int] = {}
+        for r in results:
+            counts[r["status"]] = counts.get(r["status"], 0) + 1  # type: ignore[index]
+        return JSONResponse({"results": results, "counts": counts})
 
     # ------------------------------------------------------------------------------------- V2
 
@@ -270,8 +339,27 @@ def create_app(core: RouterCore) -> FastAPI:
     async def v2_server_metadata() -> JSONResponse:
         return JSONResponse({"name": "mlplatform", "version": _package_version(), "extensions": []})
 
-    app.add_middleware(_VersionHeader, served=core.served)
+    app.add_middleware(_ResponseHeaders, served=core.served)
     return app
+
+
+def _feedback_problem(item: Any) -> str | None:
+    """Why a feedback item is invalid, or None."""
+    if not isinstance(item, dict):
+        return "each label must be an object {request_id, label, row?}"
+    unknown = sorted(set(item) - {"request_id", "label", "row"})
+    if unknown:
+        return f"unknown field(s) {unknown}; a label has request_id, label and optionally row"
+    rid = item.get("request_id")
+    if not isinstance(rid, str) or _request_id(rid) is None:
+        return "request_id must be the x-request-id of a response: 1 to 128 printable ASCII characters"
+    label = item.get("label")
+    if isinstance(label, bool) or not valid_label(label):
+        return f"label must be 0 or 1, got {json.dumps(label)[:50]}"
+    row = item.get("row", 0)
+    if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+        return f"row must be the instance's index in its request (an integer ≥ 0), got {json.dumps(row)[:50]}"
+    return None
 
 
 def _app_name() -> str | None:
@@ -313,14 +401,27 @@ class Router:
                 for v in parsed.versions
                 if v.version is not None
             }
+        app_name = _app_name() or parsed.model_name
+        self.inference_log = None
+        if parsed.inference_log is not None:
+            self.inference_log = InferenceLog(parsed.inference_log, app_name, features)
+            observers = [*observers, self.inference_log]
         self.core = RouterCore(
             parsed,
             features,
             handles,
             apply_policy=apply_policy,
             observers=observers,
-            app_name=_app_name(),
+            app_name=app_name,
         )
+        if self.inference_log is not None:
+            self.inference_log.metrics = self.core.metrics
+
+    def __del__(self) -> None:
+        # Serve calls this when it stops the replica (a redeploy, a scale-down): write what is buffered.
+        log = getattr(self, "inference_log", None)
+        if log is not None:
+            log.close()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Apply a traffic policy (weights, shadow, faults) live; a ConfigError makes Serve reject the config."""
@@ -329,4 +430,4 @@ class Router:
     def __serve_build_asgi_app__(self) -> FastAPI:
         # Late-bound ASGI app (serve.ingress() without an app): built after __init__, so the routes close
         # over this replica's RouterCore instead of looking it up from the replica context per request.
-        return create_app(self.core)
+        return create_app(self.core, self.inference_log)

@@ -36,6 +36,7 @@ LATENCY = "mlplatform_request_latency_ms"
 SCORE = "mlplatform_prediction_score"
 SHADOW = "mlplatform_shadow_requests"
 SHADOW_DIFF = "mlplatform_shadow_abs_diff"
+LOG_ROWS = "mlplatform_inference_log_rows"
 
 
 class RouterMetrics:
@@ -65,6 +66,14 @@ class RouterMetrics:
         self._shadow_diff = Histogram(
             SHADOW_DIFF, "Mean |shadow - served| score per mirrored request.", DIFF_BOUNDARIES, tags
         )
+        self._log_rows = Counter(
+            LOG_ROWS, "Inference log rows: written, or dropped (buffer full, write failed).", ("model", "outcome")
+        )
+
+    def logged(self, outcome: str, rows: int) -> None:
+        """Count inference log rows `written` or `dropped`."""
+        if self._on and rows:
+            self._log_rows.inc(rows, tags={"model": self.model, "outcome": outcome})
 
     def answered(
         self, version: str, code: int, latency_ms: float, scores: Iterable[float] = (), route: str = "weighted"

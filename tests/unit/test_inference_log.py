@@ -1,0 +1,253 @@
+"""The inference log and feedback: request ids on every response, sampling, batched Parquet writes, drops
+counted and never a failed request, and feedback answered per item (driven through the ASGI app, no Ray)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import pytest
+from mlplatform.serve.config import AppArgs, InferenceLogConfig
+from mlplatform.serve.endpoint import create_app
+from mlplatform.serve.inference_log import FEEDBACK, REQUESTS, InferenceLog, partitioning
+from mlplatform.serve.router import RouterCore
+
+from tests.unit.test_serve_router import FEATURES, ROW, FakeHandle, call
+
+
+class Counts:
+    def __init__(self):
+        self.by = {}
+
+    def logged(self, outcome, n):
+        self.by[outcome] = self.by.get(outcome, 0) + n
+
+
+def make(tmp_path: Path, start=False, **log):
+    parsed = AppArgs.model_validate(
+        {
+            "model_name": "m",
+            "auth": "none",
+            "features": FEATURES,
+            "versions": [{"version": "1", "weight": 50}, {"version": "2", "weight": 50}],
+            "allow_missing": True,
+            "inference_log": {"path": str(tmp_path / "log"), **log},
+        }
+    )
+    inference_log = InferenceLog(parsed.inference_log, "app", FEATURES, metrics=Counts(), start=start)
+    core = RouterCore(
+        parsed,
+        FEATURES,
+        {"1": FakeHandle("1", 1.0), "2": FakeHandle("2", 10.0)},
+        observers=[inference_log],
+        app_name="app",
+    )
+    return inference_log, create_app(core, inference_log)
+
+
+def read_requests(tmp_path: Path):
+    return pads.dataset(tmp_path / "log" / "requests", format="parquet", partitioning=partitioning(REQUESTS)).to_table()
+
+
+def test_every_response_has_a_request_id(tmp_path):
+    _, app = make(tmp_path)
+    ok = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})
+    bad = call(app, "POST", "/v1/models/m:predict", {"instances": []})
+    missing = call(app, "GET", "/nowhere")
+    ids = [r[1]["x-request-id"] for r in (ok, bad, missing)]
+    assert all(len(i) == 32 for i in ids) and len(set(ids)) == 3
+    given = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"x-request-id": "abc-1"})
+    assert given[1]["x-request-id"] == "abc-1"
+    v2 = call(
+        app,
+        "POST",
+        "/v2/models/m/infer",
+        {
+            "id": "v2-id",
+            "inputs": [
+                {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]},
+                {"name": "b", "shape": [1], "datatype": "FP32", "data": [2]},
+            ],
+        },
+    )
+    assert v2[0] == 200 and v2[1]["x-request-id"] == "v2-id" and v2[2]["id"] == "v2-id"
+    status, _, body = call(
+        app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"x-request-id": "x" * 200}
+    )
+    assert status == 400 and "x-request-id" in body["error"]
+
+
+def test_logged_rows_are_partitioned_and_whole(tmp_path):
+    log, app = make(tmp_path)
+    ids = [
+        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW, {"a": 5, "b": 7}]})[1]["x-request-id"]
+        for _ in range(10)
+    ]
+    assert log.flush() == 20
+    table = read_requests(tmp_path)
+    assert table.num_rows == 20
+    assert set(table["request_id"].to_pylist()) == set(ids)
+    assert set(table["version"].to_pylist()) == {"1", "2"}
+    assert set(table["app"].to_pylist()) == {"app"}
+    assert sorted(set(table["row"].to_pylist())) == [0, 1]
+    features = table["features"].combine_chunks()
+    assert features.type.names == FEATURES
+    a = features.field("a").to_pylist()
+    assert set(a) == {1.0, 5.0}
+    # predictions follow the version: v1 → a+b, v2 → 10(a+b)
+    rows = table.to_pylist()
+    for r in rows:
+        if r["row"] == 0:
+            assert r["prediction"] == (3.0 if r["version"] == "1" else 30.0)
+    files = list((tmp_path / "log").rglob("*"))
+    assert not [f for f in files if f.name.startswith(".")], "no temporary file is left behind"
+    assert log.metrics.by == {"written": 20}
+
+
+def test_sampling_and_a_full_buffer_drop_rows_counted_never_requests(tmp_path):
+    log, app = make(tmp_path, sample_rate=0.5)
+    statuses = [call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[0] for _ in range(400)]
+    assert statuses == [200] * 400
+    n = log.flush()
+    assert 140 < n < 260  # ~200 of 400 at 0.5
+
+    log, app = make(tmp_path / "full", max_buffer_rows=5)
+    statuses = [call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[0] for _ in range(12)]
+    assert statuses == [200] * 12
+    assert log.dropped == 7 and log.metrics.by == {"dropped": 7}
+    assert log.flush() == 5
+
+
+def test_a_failing_store_drops_rows_counted(tmp_path):
+    (tmp_path / "log").write_text("a file where the log's folder should be")
+    log, app = make(tmp_path)
+    assert call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[0] == 200
+    assert log.flush() == 0
+    assert log.dropped == 1 and log.metrics.by == {"dropped": 1}
+
+
+def test_the_writer_thread_flushes_on_time_and_on_close(tmp_path):
+    log, app = make(tmp_path, start=True, flush_s=0.2)
+    call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})
+    deadline = time.time() + 10
+    while log.written < 1 and time.time() < deadline:
+        time.sleep(0.05)
+    assert log.written == 1
+    call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})
+    log.close()
+    assert read_requests(tmp_path).num_rows == 2
+
+
+def test_concurrent_requests_lose_no_row(tmp_path):
+    log, app = make(tmp_path, start=True, flush_s=0.05, flush_rows=7)
+
+    def send():
+        for _ in range(50):
+            assert call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[0] == 200
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    assert read_requests(tmp_path).num_rows == 200 and log.dropped == 0
+
+
+def feedback(app, labels):
+    return call(app, "POST", "/v1/models/m/feedback", {"labels": labels})
+
+
+def test_feedback_is_answered_per_item(tmp_path):
+    log, app = make(tmp_path)
+    rid = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW, ROW]})[1]["x-request-id"]
+    status, _, body = feedback(
+        app,
+        [
+            {"request_id": rid, "label": 1},
+            {"request_id": rid, "label": 0, "row": 1},
+            {"request_id": rid, "label": 1, "row": 2},  # the request had two rows
+            {"request_id": "never-served", "label": 0},
+            {"request_id": rid, "label": 1},  # twice in one request
+            {"request_id": rid, "label": 2, "row": 1},
+            {"request_id": rid, "label": True},
+            "not an object",
+            {"request_id": rid, "label": 1, "extra": 1},
+        ],
+    )
+    assert status == 200
+    assert [r["status"] for r in body["results"]] == [
+        "accepted",
+        "accepted",
+        "unknown",
+        "unknown",
+        "duplicate",
+        "invalid",
+        "invalid",
+        "invalid",
+        "invalid",
+    ]
+    assert body["counts"] == {"accepted": 2, "unknown": 2, "duplicate": 1, "invalid": 4}
+    assert "label must be 0 or 1" in body["results"][5]["message"]
+    # labelled again later: a duplicate, and nothing is written twice
+    assert feedback(app, [{"request_id": rid, "label": 0}])[2]["results"][0]["status"] == "duplicate"
+    log.flush()
+    labels = pads.dataset(
+        tmp_path / "log" / "feedback", format="parquet", partitioning=partitioning(FEEDBACK)
+    ).to_table()
+    assert sorted(zip(labels["row"].to_pylist(), labels["label"].to_pylist(), strict=True)) == [(0, 1.0), (1, 0.0)]
+
+
+def test_feedback_finds_requests_another_replica_logged(tmp_path):
+    """A replica that did not serve the request finds it, and later its label, in the written log."""
+    one, app_one = make(tmp_path)
+    rid = call(app_one, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-request-id"]
+    one.flush()
+    two, app_two = make(tmp_path)  # a second router replica, same log
+    assert feedback(app_two, [{"request_id": rid, "label": 1}])[2]["results"][0]["status"] == "accepted"
+    two.flush()
+    answer = feedback(app_one, [{"request_id": rid, "label": 0}])[2]["results"][0]
+    assert answer == {"request_id": rid, "status": "duplicate", "message": "already labelled"}
+
+
+def test_feedback_survives_a_damaged_log_file(tmp_path):
+    log, app = make(tmp_path)
+    rid = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-request-id"]
+    log.flush()
+    part = next((tmp_path / "log" / "requests").rglob("*.parquet"))
+    (part.parent / "part-broken.parquet").write_bytes(b"PAR1 truncated")
+    _, other = make(tmp_path)
+    assert feedback(other, [{"request_id": rid, "label": 0}])[2]["results"][0]["status"] == "accepted"
+    assert pq.read_table(part).num_rows == 1
+
+
+@pytest.mark.parametrize(
+    "body, status",
+    [
+        ({"labels": []}, 400),
+        ({"labels": "x"}, 400),
+        ([1, 2], 400),
+        ({"labels": [{"request_id": "a", "label": 1}] * 1001}, 413),
+    ],
+)
+def test_bad_feedback_bodies(tmp_path, body, status):
+    _, app = make(tmp_path)
+    got, _, answer = call(app, "POST", "/v1/models/m/feedback", body)
+    assert got == status and answer["error"]
+
+
+def test_feedback_without_a_log_is_refused(tmp_path):
+    parsed = AppArgs.model_validate(
+        {"model_name": "m", "auth": "none", "features": FEATURES, "versions": [{"version": "1", "weight": 100}]}
+    )
+    app = create_app(RouterCore(parsed, FEATURES, {"1": FakeHandle("1", 1.0)}))
+    status, _, body = feedback(app, [{"request_id": "a", "label": 1}])
+    assert status == 409 and "inference_log" in body["error"]
+
+
+def test_inference_log_config_defaults():
+    cfg = InferenceLogConfig()
+    assert cfg.sample_rate == 1.0 and cfg.resolved_path().endswith("inference_log")
