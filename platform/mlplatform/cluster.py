@@ -333,3 +333,14 @@ def status(home: Path | None = None) -> dict[str, str]:
         "mlflow": f"{'up' if mlflow_ok else 'DOWN'}  {state.mlflow_url}  (pid {state.mlflow_pid})",
         "serve": f"{'up' if serve_ok else 'no endpoint'}  {state.serve_url}",
     }
+
+
+def quiet_ray_data() -> None:
+    """One line per dataset in job logs instead of Ray Data's progress tables."""
+    # Ray Data logs a full progress table every few seconds when stdout is not a terminal (always true
+    # in a Ray job); one line per dataset is enough in job logs.
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False

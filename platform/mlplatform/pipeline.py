@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from mlplatform.cluster import quiet_ray_data
 from mlplatform.config import StrictModel
 from mlplatform.data.config import DataConfig
 from mlplatform.data.ingest import DatasetVersion, ingest, load_version
@@ -249,15 +250,5 @@ def run_job(name: str, cfg: Any, opts: JobOptions = JobOptions()) -> Any:
     config_model(name)
     if not ray.is_initialized():
         ray.init()  # inside `ray job submit` this joins the job's cluster; alone it starts a local one
-    _quiet_ray_data()
+    quiet_ray_data()
     return JOBS[name][1](cfg, opts)
-
-
-def _quiet_ray_data() -> None:
-    # Ray Data logs a full progress table every few seconds when stdout is not a terminal (always true
-    # in a Ray job); one line per dataset is enough in job logs.
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
