@@ -8,6 +8,23 @@ first), the model's score distribution, and its labelled performance over time.
 The page is self-contained: Plotly's JavaScript (~4.8 MB) is inlined once and nothing is fetched, so the file
 opens offline, from an MLflow artifact, a ticket attachment or an air-gapped machine. Every string that comes
 from `drift.json` (feature names, categories, paths, messages) is escaped: they are user data.
+
+`drift.json` (written by `monitor.drift`; every part but the top-level keys may be missing or null, and the
+report leaves out what is):
+
+    created        ISO time; seconds: how long the comparison took
+    reference      {path, rows, dataset, skipped}
+    current        {path, rows, files, labelled, skipped: [{path, reason}], window: {since, until}}
+    model          {name, version}
+    config         DriftConfig as JSON (the tests and thresholds)
+    verdict        {drifted: true | false | null (too few rows), share, threshold, drifted_features, message}
+    features       name → {kind: numeric | categorical | absent, test, score, threshold, severity (1 = at the
+                   threshold), drifted, ks, ks_pvalue | chi2, chi2_pvalue, psi, js, n_ref, n_cur, missing_ref,
+                   missing_cur, mean_ref, mean_cur, bins: {edges (deciles) | categories, ref, cur},
+                   plot: {edges (equal width), ref, cur}}; an absent feature has only kind, severity, message
+    prediction     the numeric statistics of the model's score, as a feature's
+    performance    {rows, metrics: {auc, logloss, calibration_error}, reference: {auc, logloss}, drifted,
+                   message, over_time: [{at, rows, auc, logloss, calibration_error}]}
 """
 
 from __future__ import annotations
@@ -49,8 +66,8 @@ LOWER_IS_BETTER = {"logloss", "calibration_error", "brier", "rmse", "mae"}
 PLOTLY_CONFIG = {
     "displaylogo": False,  # the logo is a link to plotly.com: nothing on the page points outside it
     "responsive": True,
-    "displayModeBar": "hover",
-    "modeBarButtonsToRemove": ["select2d", "lasso2d", "autoScale2d"],
+    # The mode bar covers the legend of a small chart; drag still zooms and a double click resets.
+    "displayModeBar": False,
 }
 
 
@@ -149,6 +166,11 @@ def _fmt(value: Any) -> str:
     return f"{x:.1e}"
 
 
+def _fmt_p(value: Any) -> str:
+    """A p-value; one that underflowed to 0 is 'tiny', not 'exactly nothing'."""
+    return "≈0" if _num(value) == 0 else _fmt(value)
+
+
 def _pct(value: Any) -> str:
     x = _num(value)
     if x is None:
@@ -197,8 +219,9 @@ def _key_statistic(f: Mapping) -> str:
     label = TEST_LABELS.get(test, str(test or "score"))
     if score is None:
         return ""
+    shown = _fmt_p(score) if test in P_VALUE_TESTS else _fmt(score)
     if threshold is None:
-        return f"{label} {_fmt(score)}"
+        return f"{label} {shown}"
     drifted = f.get("drifted")
     if not isinstance(drifted, bool):
         drifted = score < threshold if test in P_VALUE_TESTS else score > threshold
@@ -206,11 +229,16 @@ def _key_statistic(f: Mapping) -> str:
         op = "<" if drifted else "≥"
     else:
         op = ">" if drifted else "≤"
-    return f"{label} {_fmt(score)} {op} {_fmt(threshold)}"
+    return f"{label} {shown} {op} {_fmt(threshold)}"
 
 
 def _p_value(f: Mapping) -> Any:
     return f.get("chi2_pvalue") if f.get("kind") == "categorical" else f.get("ks_pvalue")
+
+
+def _compared_feature(f: Mapping) -> bool:
+    """Whether the feature has statistics to show (not absent from a table, not failed)."""
+    return f.get("kind") in ("numeric", "categorical") or _num(f.get("score")) is not None
 
 
 def _severity(f: Mapping) -> float:
@@ -234,14 +262,8 @@ def _severity_bar(f: Mapping) -> str:
 
 def _header(drift: Mapping) -> str:
     verdict = _dict(drift.get("verdict"))
-    drifted = verdict.get("drifted")
-    state, label = (
-        ("drifted", "Drifted")
-        if drifted is True
-        else ("ok", "No drift")
-        if drifted is False
-        else ("none", "No verdict")
-    )
+    drifted = verdict.get("drifted") if isinstance(verdict.get("drifted"), bool) else None
+    state, label = {True: ("drifted", "Drifted"), False: ("ok", "No drift")}.get(drifted, ("none", "No verdict"))
     model = _dict(drift.get("model"))
     title = "Drift report"
     if model.get("name"):
@@ -289,8 +311,9 @@ def _fact(label: str, value: str) -> str:
 
 
 def _fact_card(title: str, facts: str, color: str | None = None) -> str:
-    dot = f'<span class="dot" style="background:{color}"></span>' if color else ""
-    return f'<div class="fact"><h3>{dot}{title}</h3><dl>{facts}</dl></div>'
+    # The two sides of the comparison (with a colour dot) hold paths: they get the wider boxes.
+    dot, wide = (f'<span class="dot" style="background:{color}"></span>', " wide") if color else ("", "")
+    return f'<div class="fact{wide}"><h3>{dot}{title}</h3><dl>{facts}</dl></div>'
 
 
 def _compared(drift: Mapping) -> str:
@@ -313,7 +336,8 @@ def _compared(drift: Mapping) -> str:
             _fact("Source", f"<code>{_e(cur.get('path'))}</code>" if cur.get("path") else "")
             + _fact("Window", span)
             + _fact("Rows", _count(cur.get("rows")) if cur.get("rows") is not None else "")
-            + _fact("Files", _count(cur.get("files")) if cur.get("files") is not None else ""),
+            + _fact("Files", _count(cur.get("files")) if cur.get("files") is not None else "")
+            + _fact("Labelled", _count(cur.get("labelled")) if cur.get("labelled") else ""),
             CUR_COLOR,
         ),
     ]
@@ -327,18 +351,21 @@ def _compared(drift: Mapping) -> str:
     if config:
         cards.append(_fact_card("Tests", _config_facts(config)))
 
-    skipped = [_dict(s) for s in _list(cur.get("skipped"))]
-    warning = ""
-    if skipped:
-        items = "".join(
-            f"<li><code>{_e(s.get('path'))}</code> — {_e(s.get('reason') or 'skipped')}</li>" for s in skipped
-        )
-        noun = "file" if len(skipped) == 1 else "files"
-        warning = (
-            f'<div class="warning"><b>{len(skipped)} {noun} skipped</b> while reading the current data:'
-            f"<ul>{items}</ul></div>"
-        )
-    return f'<section><h2>What was compared</h2><div class="facts">{"".join(cards)}</div>{warning}</section>'
+    warnings = [_skipped(side, _list(table.get("skipped"))) for side, table in (("reference", ref), ("current", cur))]
+    return f'<section><h2>What was compared</h2><div class="facts">{"".join(cards)}</div>{"".join(warnings)}</section>'
+
+
+def _skipped(side: str, files: list) -> str:
+    """The files a side left out (damaged, changed schema), each with its reason: the numbers above lack them."""
+    if not files:
+        return ""
+    items = "".join(
+        f"<li><code>{_e(f.get('path'))}</code> — {_e(f.get('reason') or 'skipped')}</li>" for f in map(_dict, files)
+    )
+    noun = "file" if len(files) == 1 else "files"
+    return (
+        f'<div class="warning"><b>{len(files)} {noun} skipped</b> while reading the {side} data:<ul>{items}</ul></div>'
+    )
 
 
 def _config_facts(config: Mapping) -> str:
@@ -355,6 +382,7 @@ def _config_facts(config: Mapping) -> str:
         _fact("Numeric", rule(config.get("numeric_test")))
         + _fact("Categorical", rule(config.get("categorical_test")))
         + _fact("Table drifts", f"share ≥ {_fmt(share)}" if share is not None else "")
+        + _fact("Performance", f"AUC drop > {_fmt(drop)}" if (drop := _num(config.get("performance_drop"))) else "")
     )
 
 
@@ -368,7 +396,7 @@ def _summary(features: Mapping) -> str:
         kind = f.get("kind") or "?"
         drifted = f.get("drifted") is True
         cls = ' class="drifted"' if drifted else ""
-        if kind not in ("numeric", "categorical") and _num(f.get("score")) is None:
+        if not _compared_feature(f):
             # An absent (or failed) feature has no statistics: say why, across the statistic columns.
             rows.append(
                 f'<tr{cls} data-feature="{_e(name)}"><td class="name">{_e(name)}</td><td>{_e(kind)}</td>'
@@ -383,7 +411,7 @@ def _summary(features: Mapping) -> str:
             f'<td class="name">{_e(name)}</td><td>{_e(kind)}</td>'
             f"<td>{_e(TEST_LABELS.get(f.get('test'), f.get('test') or '–'))}</td>"
             f'<td class="score">{_severity_bar(f)}<span>{_e(_key_statistic(f) or "–")}</span></td>'
-            f'<td class="num">{_fmt(_p_value(f))}</td>'
+            f'<td class="num">{_fmt_p(_p_value(f))}</td>'
             f'<td class="num">{_fmt(f.get("psi"))}</td><td class="num">{_fmt(f.get("js"))}</td>'
             f'<td class="num{" warn" if more_missing else ""}">{missing}</td>'
             f'<td class="flag">{"✓" if drifted else "–"}</td></tr>'
@@ -392,8 +420,12 @@ def _summary(features: Mapping) -> str:
         "<tr><th>Feature</th><th>Kind</th><th>Test</th><th>Score vs threshold</th><th>KS / χ² p</th>"
         "<th>PSI</th><th>JS</th><th>Missing ref → cur</th><th>Drifted</th></tr>"
     )
-    n_drifted = sum(1 for f in features.values() if _dict(f).get("drifted") is True)
-    caption = f"{n_drifted} of {len(features)} drifted · sorted by severity (score relative to its threshold)"
+    # Counted like the verdict: over the features that were compared, absent ones apart.
+    compared = [_dict(f) for f in features.values() if _compared_feature(_dict(f))]
+    n_drifted = sum(1 for f in compared if f.get("drifted") is True)
+    others = len(features) - len(compared)
+    caption = f"{n_drifted} of {len(compared)} drifted" + (f" · {others} not compared" if others else "")
+    caption += " · sorted by severity (score relative to its threshold)"
     return (
         f'<section><h2>Features <span class="muted small">{caption}</span></h2>'
         f'<div class="table-wrap"><table class="summary"><thead>{head}</thead><tbody>{"".join(rows)}</tbody>'
@@ -458,19 +490,17 @@ def _numeric_figure(f: Mapping) -> go.Figure | None:
         ranges = [f"[{_fmt(a)}, {_fmt(b)})" for a, b in zip(edges[:-1], edges[1:], strict=True)]
         ranges.append(ranges[-1])
         fig = go.Figure()
-        for name, shares, color, fill_alpha, width in (
-            (ref_name, ref, REF_COLOR, 0.35, 1.5),
-            (cur_name, cur, CUR_COLOR, 0.12, 2.5),
-        ):
+        # Reference filled, current as a bare line on top: two fills would blend into a third colour.
+        for name, shares, color, fill in ((ref_name, ref, REF_COLOR, "tozeroy"), (cur_name, cur, CUR_COLOR, "none")):
             fig.add_trace(
                 go.Scatter(
                     x=edges,
                     y=shares + [shares[-1]],
                     name=name,
                     mode="lines",
-                    line={"shape": "hv", "color": color, "width": width},
-                    fill="tozeroy",
-                    fillcolor=_rgba(color, fill_alpha),
+                    line={"shape": "hv", "color": color, "width": 1.5 if fill == "tozeroy" else 2.5},
+                    fill=fill,
+                    fillcolor=_rgba(color, 0.3),
                     customdata=ranges,
                     hovertemplate="%{customdata}: %{y:.1%}<extra>" + name.split(" ")[0] + "</extra>",
                 )
@@ -487,7 +517,7 @@ def _numeric_figure(f: Mapping) -> go.Figure | None:
     labels = [f"< {_fmt(edges[0])}"]
     labels += [f"{_fmt(a)} – {_fmt(b)}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
     labels.append(f"≥ {_fmt(edges[-1])}")
-    return _bars(labels, ref, cur, ref_name, cur_name)
+    return _bars([_t(label) for label in labels], None, ref, cur, ref_name, cur_name)
 
 
 def _categorical_figure(f: Mapping) -> go.Figure | None:
@@ -496,14 +526,18 @@ def _categorical_figure(f: Mapping) -> go.Figure | None:
     ref, cur = _nums(bins.get("ref")), _nums(bins.get("cur"))
     if not cats or ref is None or cur is None or not len(cats) == len(ref) == len(cur):
         return None
-    rows = sorted(zip(cats, ref, cur, strict=True), key=lambda r: -max(r[1], r[2]))
+    rows = list(zip(cats, ref, cur, strict=True))
     if len(rows) > MAX_CATEGORIES:
-        # Keep the categories that matter on either side; what is left still counts, as one bar.
-        rest = rows[MAX_CATEGORIES - 1 :]
-        rows = rows[: MAX_CATEGORIES - 1] + [(f"other ({len(rest)})", sum(r[1] for r in rest), sum(r[2] for r in rest))]
+        # Keep the categories that weigh most on either side, in their order; the rest still count, as one bar.
+        kept = set(sorted(range(len(rows)), key=lambda i: -max(rows[i][1], rows[i][2]))[: MAX_CATEGORIES - 1])
+        rest = [r for i, r in enumerate(rows) if i not in kept]
+        rows = [r for i, r in enumerate(rows) if i in kept]
+        rows.append((f"other ({len(rest)})", sum(r[1] for r in rest), sum(r[2] for r in rest)))
     labels = [_t(r[0]) for r in rows]
     return _bars(
         labels,
+        # Long names would run into each other under the bars: shortened there, whole in the hover.
+        [_t(_short(str(r[0]))) for r in rows],
         [r[1] for r in rows],
         [r[2] for r in rows],
         "reference" + (f" (n={_count(f.get('n_ref'))})" if _num(f.get("n_ref")) is not None else ""),
@@ -511,7 +545,13 @@ def _categorical_figure(f: Mapping) -> go.Figure | None:
     )
 
 
-def _bars(labels: list[str], ref: list[float], cur: list[float], ref_name: str, cur_name: str) -> go.Figure:
+def _short(text: str, limit: int = 18) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _bars(
+    labels: list[str], ticks: list[str] | None, ref: list[float], cur: list[float], ref_name: str, cur_name: str
+) -> go.Figure:
     fig = go.Figure()
     for name, shares, color in ((ref_name, ref, REF_COLOR), (cur_name, cur, CUR_COLOR)):
         fig.add_trace(
@@ -529,7 +569,11 @@ def _bars(labels: list[str], ref: list[float], cur: list[float], ref_name: str, 
         barmode="group",
         bargap=0.25,
         bargroupgap=0.05,
-        xaxis={"type": "category", "tickangle": -30 if len(labels) > 8 else 0},
+        xaxis={
+            "type": "category",
+            "tickangle": -30 if len(labels) > 8 else 0,
+            **({"tickmode": "array", "tickvals": labels, "ticktext": ticks} if ticks else {}),
+        },
         yaxis={"tickformat": ".0%", "rangemode": "tozero"},
     )
 
@@ -551,7 +595,8 @@ def _stat_line(f: Mapping) -> str:
     p_test = "chi2" if f.get("kind") == "categorical" else "ks"
     for stat, name in ((p_test, f"{p_test}_pvalue"), ("psi", "psi"), ("js", "js")):
         if stat != test and _num(f.get(name)) is not None:  # the deciding one is already shown, first
-            parts.append(f"{TEST_LABELS[stat]} {_fmt(f.get(name))}")
+            value = _fmt_p(f.get(name)) if stat in P_VALUE_TESTS else _fmt(f.get(name))
+            parts.append(f"{TEST_LABELS[stat]} {value}")
     if _num(f.get("mean_ref")) is not None and _num(f.get("mean_cur")) is not None:
         parts.append(f"mean {_fmt(f.get('mean_ref'))} → {_fmt(f.get('mean_cur'))}")
     missing_ref, missing_cur = _num(f.get("missing_ref")) or 0, _num(f.get("missing_cur")) or 0
@@ -573,13 +618,14 @@ def _chart_card(name: str, f: Mapping, charts: _Charts, wide: bool = False) -> s
 
 
 def _feature_charts(features: Mapping, charts: _Charts) -> str:
-    shown = [(str(n), _dict(f)) for n, f in features.items() if _dict(f).get("kind") != "absent"]
+    shown = [(str(n), _dict(f)) for n, f in features.items() if _compared_feature(_dict(f))]
     if not shown:
         return ""
     shown.sort(key=lambda nf: (nf[1].get("drifted") is not True, -_severity(nf[1]), nf[0]))
     drifted = [nf for nf in shown if nf[1].get("drifted") is True]
     steady = [nf for nf in shown if nf[1].get("drifted") is not True]
-    parts = ['<section><h2>Distributions <span class="muted small">reference vs current</span></h2>']
+    caption = "reference vs current · dashed lines: the means"
+    parts = [f'<section><h2>Distributions <span class="muted small">{caption}</span></h2>']
     if drifted:
         parts.append(f'<h4 class="group bad">Drifted ({len(drifted)})</h4><div class="grid">')
         parts += [_chart_card(n, f, charts) for n, f in drifted]
@@ -652,8 +698,9 @@ def _performance_chart(points: list[dict], reference: Mapping, charts: _Charts) 
     x = [_plot_time(p.get("at")) for p in points]
     rows = [_count(p.get("rows")) for p in points]
     fig = go.Figure()
-    has_loss = any(_num(p.get("logloss")) is not None for p in points)
-    for key, color, axis in (("auc", AUC_COLOR, "y"), ("logloss", LOGLOSS_COLOR, "y2")):
+    # AUC on the left; log loss on its own scale on the right, or on the left when it is alone.
+    has_auc = any(_num(p.get("auc")) is not None for p in points)
+    for key, color, axis in (("auc", AUC_COLOR, "y"), ("logloss", LOGLOSS_COLOR, "y2" if has_auc else "y")):
         ys = [_num(p.get(key)) for p in points]
         if all(y is None for y in ys):
             continue
@@ -687,23 +734,26 @@ def _performance_chart(points: list[dict], reference: Mapping, charts: _Charts) 
             )
     if not fig.data:
         return ""
-    layout: dict[str, Any] = {"yaxis": {"title": {"text": "AUC"}}, "hovermode": "x unified"}
-    if has_loss:
-        layout["yaxis2"] = {"title": {"text": "log loss"}, "overlaying": "y", "side": "right", "showgrid": False}
+    layout: dict[str, Any] = {"hovermode": "x unified", "yaxis": {"title": {"text": "AUC" if has_auc else "log loss"}}}
+    if any(trace.yaxis == "y2" for trace in fig.data):
+        layout["yaxis2"] = {"title": {"text": "log loss"}, "side": "right", "overlaying": "y", "showgrid": False}
     fig = _style(fig, height=320, **layout)
     fig.update_layout(margin={"r": 60})
     return f'<article class="card wide">{charts.html(fig, 320)}</article>'
 
 
 def _footer(drift: Mapping) -> str:
-    created = f" from the drift computed {_e(_when(drift.get('created')))}" if drift.get("created") else ""
-    return f"<footer>mlplatform drift report{created} · self-contained, opens offline</footer>"
+    created = f" · computed {_e(_when(drift.get('created')))}" if drift.get("created") else ""
+    seconds = _num(drift.get("seconds"))
+    took = f" in {seconds:.1f} s" if seconds is not None else ""
+    return f"<footer>mlplatform drift report{created}{took} · self-contained, opens offline</footer>"
 
 
 # The colours are the charts' own, so the table, the badges and the legends agree.
 CSS = (
     f":root {{ --ref: {REF_COLOR}; --cur: {CUR_COLOR}; --bad: {DRIFT_COLOR}; --ok: {OK_COLOR}; --warn: {WARN_COLOR};"
-    f" --none: {NEUTRAL_COLOR}; --ink: #1E293B; --muted: #64748B; --line: #E2E8F0; --bg: #F6F8FB; --font: {FONT}; }}"
+    f" --none: {NEUTRAL_COLOR}; --ink: #1E293B; --muted: #64748B; --line: #E2E8F0; --bg: #F6F8FB; --font: {FONT};"
+    f" --sev-mark: {100 / SEVERITY_SCALE:.1f}%; }}"
     + """
 * { box-sizing: border-box; }
 body { margin: 0; background: var(--bg); color: var(--ink); font: 14px/1.5 var(--font); }
@@ -716,7 +766,7 @@ h4.group.bad { color: var(--bad); }
 section { background: #fff; border: 1px solid var(--line); border-radius: 12px; padding: 18px 20px; margin: 16px 0;
   box-shadow: 0 1px 2px rgba(15,23,42,.04); }
 code { font: 12.5px/1.4 'DejaVu Sans Mono', Menlo, Consolas, monospace; background: #F1F5F9; padding: 1px 5px;
-  border-radius: 4px; word-break: break-all; }
+  border-radius: 4px; overflow-wrap: anywhere; }
 .muted { color: var(--muted); font-weight: 400; }
 .small { font-size: 13px; margin-left: 6px; }
 .bad { color: var(--bad); } .good { color: var(--ok); }
@@ -743,8 +793,9 @@ code { font: 12.5px/1.4 'DejaVu Sans Mono', Menlo, Consolas, monospace; backgrou
 .chip { font-size: 12px; background: #FDECEC; color: #9B2C2C; border: 1px solid #F8C9C9; border-radius: 999px;
   padding: 1px 9px; }
 .chip.more { background: #F1F5F9; color: var(--muted); border-color: var(--line); }
-.facts { display: grid; grid-template-columns: repeat(auto-fit, minmax(240px, 1fr)); gap: 14px; }
-.fact { border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; }
+.facts { display: flex; flex-wrap: wrap; gap: 14px; }
+.fact { flex: 1 1 200px; min-width: 0; border: 1px solid var(--line); border-radius: 10px; padding: 12px 14px; }
+.fact.wide { flex: 1.7 1 300px; }
 .fact h3 { margin-bottom: 6px; display: flex; align-items: center; gap: 7px; }
 .dot { width: 10px; height: 10px; border-radius: 50%; display: inline-block; }
 dl { display: grid; grid-template-columns: auto 1fr; gap: 3px 12px; margin: 0; font-size: 13px; }
@@ -768,7 +819,7 @@ table.summary { width: 100%; border-collapse: collapse; font-size: 13px; }
 .score { font-variant-numeric: tabular-nums; }
 .sev { display: inline-block; vertical-align: middle; position: relative; width: 72px; height: 8px; margin-right: 8px;
   background: #EDF1F6; border-radius: 4px; overflow: hidden; }
-.sev::after { content: ""; position: absolute; left: 33.3%; top: 0; bottom: 0; width: 1.5px;
+.sev::after { content: ""; position: absolute; left: var(--sev-mark); top: 0; bottom: 0; width: 1.5px;
   background: rgba(15,23,42,.45); }
 .sev-fill { position: absolute; left: 0; top: 0; bottom: 0; }
 .grid { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 14px; }

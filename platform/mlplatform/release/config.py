@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from mlplatform.config import StrictModel
 
-__all__ = ["DeployConfig", "RolloutConfig"]
+__all__ = ["DeployConfig", "RolloutConfig", "OnlineTestConfig"]
 
 
 class DeployConfig(StrictModel):
@@ -14,6 +16,23 @@ class DeployConfig(StrictModel):
 
     serve_config: str = Field(description="Path of a Ray Serve config file (serve_configs/*.yaml).")
     application: str | None = Field(None, description="Application in that file (default: the only one).")
+
+
+class OnlineTestConfig(StrictModel):
+    """The online champion/challenger test of a rollout: labelled live quality, canary vs stable, judged by an
+    always-valid sequential test (mSPRT; see `mlplatform.monitor.online`) after every step."""
+
+    metric: Literal["logloss", "brier"] = Field("logloss", description="Per-request loss compared.")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="Error rate of the test, valid however often it looks.")
+    tau: float = Field(
+        0.1, gt=0, description="Scale of the loss differences the test is tuned to find (the mixing prior's sd)."
+    )
+    margin: float = Field(0.0, ge=0, description="Loss increase tolerated before the canary counts as worse.")
+    require: Literal["not_worse", "better"] = Field(
+        "not_worse",
+        description="What the step to 100 % needs: the canary not significantly worse, or significantly better.",
+    )
+    min_labels: int = Field(30, ge=2, description="Labelled requests of each version before the test decides.")
 
 
 class RolloutConfig(StrictModel):
@@ -34,6 +53,11 @@ class RolloutConfig(StrictModel):
     max_p99_ratio: float = Field(1.5, ge=1, description="Largest tolerated canary p99 latency / stable p99.")
     p99_slack_ms: float = Field(5, ge=0, description="p99 differences below this many ms never count as a breach.")
     promote: bool = Field(True, description="At 100 %, make the canary the champion (old one becomes `previous`).")
+    online_test: OnlineTestConfig | None = Field(
+        None,
+        description="Judge live labelled quality too (needs the inference log and feedback): a canary "
+        "significantly worse rolls back at any step, and the step to 100 % needs `require`.",
+    )
 
     @model_validator(mode="after")
     def _check_steps(self) -> RolloutConfig:
@@ -43,4 +67,6 @@ class RolloutConfig(StrictModel):
             raise ValueError(f"steps must increase, got {self.steps}")
         if self.steps[-1] != 100:
             raise ValueError(f"the last step must be 100, got {self.steps[-1]:g}")
+        if self.online_test is not None and len(self.steps) < 2:
+            raise ValueError("an online test compares the canary with the stable version: give a step before 100")
         return self

@@ -21,13 +21,18 @@ from typing import Any
 
 from mlplatform.errors import PlatformError
 from mlplatform.release.config import RolloutConfig
-from mlplatform.release.traffic import RolloutState, TrafficControl, new_rollout_id, promotion_aliases
+from mlplatform.release.traffic import RolloutState, TrafficControl, epoch_of, new_rollout_id, promotion_aliases
 from mlplatform.serve.metrics import VersionStats, metrics_urls, scrape
 
-__all__ = ["RolloutResult", "StepReport", "StatsReader", "judge", "run_rollout", "cluster_stats"]
+__all__ = ["RolloutResult", "StepReport", "StatsReader", "OnlineJudge", "judge", "run_rollout", "cluster_stats"]
 
 #: version → cumulative stats, read from wherever the metrics live.
 StatsReader = Callable[[], dict[str, VersionStats]]
+
+#: ``(canary, stable, since_epoch) -> evidence``: what the online test says about labelled live quality since
+#: the rollout began (a dict with ``decision``: worse | better | inconclusive | too few labels, and ``message``).
+#: The monitoring layer provides it (`mlplatform.monitor.online.log_judge`); releases do not read logs.
+OnlineJudge = Callable[[str, str, float], dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,7 @@ class StepReport:
     canary: dict[str, float]
     stable: dict[str, float]
     verdict: str  # "pass", or why the step failed
+    online: dict[str, Any] | None = None  # what the online test saw, when there is one
 
 
 @dataclass
@@ -93,6 +99,8 @@ def run_rollout(
     sleep: Callable[[float], None] = time.sleep,
     log: Callable[[str], None] = print,
     resume: RolloutState | None = None,
+    online: OnlineJudge | None = None,
+    origin: dict[str, Any] | None = None,
 ) -> RolloutResult:
     """Roll `cfg.canary` out in `cfg.app`; returns what happened (a rollback is a result, not an error).
 
@@ -108,6 +116,9 @@ def run_rollout(
         sleep: waits (tests pass a fake clock).
         log: one line per step.
         resume: an interrupted rollout (`TrafficControl.rollout`) to continue from its current step.
+        online: the online test's judge, used when ``cfg.online_test`` is set: a canary significantly worse rolls
+            back at any step, and the step before 100 % waits (up to max_wait_s) until ``require`` holds.
+        origin: what started the rollout (e.g. ``{"monitor_run": ...}``), kept in its rollout-start event.
 
     Raises:
         PlatformError: the application, canary or stable version is unusable (nothing was changed), or
@@ -119,6 +130,7 @@ def run_rollout(
     if resume is not None:
         rollout_id, canary, stable, start_policy = resume.id, resume.canary, resume.stable, resume.start_policy
         done = [p for p in cfg.steps if resume.step is not None and p < resume.step]
+        began = epoch_of(resume.started_at) or time.time()
         log(f"resuming rollout {rollout_id} of v{canary} in {cfg.app!r} at step {resume.step or cfg.steps[0]:g}%")
     else:
         canary = control.resolve(model, cfg.canary, tracking_uri=uri)
@@ -132,7 +144,7 @@ def run_rollout(
             stable = max(candidates, key=candidates.__getitem__)
         if stable == canary:
             raise PlatformError(f"canary and stable are the same version ({canary})")
-        rollout_id, done = new_rollout_id(), []
+        rollout_id, done, began = new_rollout_id(), [], time.time()
         control.apply_policy(
             cfg.app,
             start_policy,
@@ -144,6 +156,7 @@ def run_rollout(
                 "stable": stable,
                 "config": cfg.model_dump(mode="json"),
                 "start": start_policy,
+                **({"origin": origin} if origin else {}),
             },
         )
         log(f"rollout {rollout_id} of v{canary} in {cfg.app!r} against v{stable}: steps {cfg.steps} %")
@@ -204,9 +217,23 @@ def run_rollout(
             )
         else:
             verdict = judge(window_c, baseline, cfg) or "pass"
-        report = StepReport(percent, _summary(window_c), _summary(window_s), verdict)
+        evidence = None
+        if verdict == "pass" and cfg.online_test is not None and online is not None:
+            last_before_full = percent < 100 and [p for p in cfg.steps if p > percent] == [100]
+            while True:
+                evidence = online(canary, stable, began)
+                verdict = _online_verdict(evidence, cfg, final=last_before_full)
+                if verdict != "wait" or waited >= max_wait:
+                    break
+                log(f"  step {percent:5.1f}%  online test: {evidence['message']}; waiting for more labels")
+                bake(min(cfg.bake_s, max_wait - waited))
+                waited += cfg.bake_s
+            if verdict == "wait":
+                verdict = f"online test after {waited:g}s: {evidence['message']} (needs {cfg.online_test.require})"
+        report = StepReport(percent, _summary(window_c), _summary(window_s), verdict, evidence)
         result.steps.append(report)
-        log(f"  step {percent:5.1f}%  canary {report.canary}  stable {report.stable}  → {verdict}")
+        online_note = f"  online: {evidence['decision']}" if evidence else ""
+        log(f"  step {percent:5.1f}%  canary {report.canary}  stable {report.stable}{online_note}  → {verdict}")
         if verdict != "pass":
             return restore(f"rollout of v{canary} failed at {percent:g}%: {verdict}")
 
@@ -223,6 +250,19 @@ def run_rollout(
     result.reason = "passed every step"
     log(f"rollout of v{canary} done: 100% of {cfg.app!r}")
     return result
+
+
+def _online_verdict(evidence: dict[str, Any], cfg: RolloutConfig, *, final: bool) -> str:
+    """ "pass", "wait" (for more labels), or why the online test stops the rollout."""
+    assert cfg.online_test is not None
+    decision = evidence.get("decision")
+    if decision == "worse":
+        return f"online test: {evidence['message']}"
+    if not final:
+        return "pass"
+    if cfg.online_test.require == "better":
+        return "pass" if decision == "better" else "wait"
+    return "wait" if decision == "too few labels" else "pass"
 
 
 def cluster_stats(model: str) -> StatsReader:

@@ -179,7 +179,7 @@ def _before(log: list[Event], event: Event) -> list[str]:
     return earlier[-1].versions if earlier else []
 
 
-def _epoch(at: str) -> float | None:
+def epoch_of(at: str) -> float | None:
     try:
         return calendar.timegm(time.strptime(at, "%Y-%m-%dT%H:%M:%SZ"))
     except (TypeError, ValueError):
@@ -414,7 +414,7 @@ class TrafficControl:
                 if e.applied
                 and (e.weights.get(v, 0) > 0 or (e.shadow or {}).get("version") == v or v not in _before(log, e))
             ]
-            last = _epoch(used[-1].at) if used else None
+            last = epoch_of(used[-1].at) if used else None
             if last is not None and now - last > after:
                 idle.append(v)
         if not idle:
