@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 CONFIG ?= jobs/configs/demo.yaml
 ENTITIES ?= 5000
 
-.PHONY: demo tour test down lint bench install install-dev clean
+.PHONY: demo tour demo-drift test down lint bench install install-dev clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,23 @@ tour: install
 	  if $(BIN)/mlplatform submit rollout --config jobs/configs/rollout.yaml; then echo "rollout passed?!"; exit 1; fi; wait
 	$(BIN)/mlplatform traffic set churn v1=90 v2=10 --clear-faults --reason "tour: back to the demo split"
 	$(BIN)/mlplatform history churn --last 8
+
+# After `make demo`: the world moves (sample data with --shift), live traffic with feedback flows, and the
+# monitoring loop detects the drift, retrains, gates, canaries and promotes; then a candidate trained on
+# flipped labels passes the offline gate but the online test sees it is worse, and the rollout rolls back.
+DATASETS = $${MLPLATFORM_HOME:-.mlplatform}/datasets/churn
+demo-drift: install
+	$(BIN)/mlplatform data --entities $(ENTITIES) --seed 1 --shift 1
+	$(BIN)/mlplatform submit ingest --config $(CONFIG)
+	@echo "live traffic from the shifted world, each answer labelled through the feedback route ($${MLPLATFORM_HOME:-.mlplatform}/load.log):"
+	@set -e; $(BIN)/mlplatform load churn --rps 30 --seconds 900 --dataset $(DATASETS) --feedback > $${MLPLATFORM_HOME:-.mlplatform}/load.log 2>&1 & \
+	  load=$$!; trap "kill $$load 2>/dev/null" EXIT; sleep 45; \
+	  $(BIN)/mlplatform monitor --config jobs/configs/monitor.yaml; \
+	  echo; echo "== a broken label pipeline: the next candidate learns inverted labels"; \
+	  $(BIN)/mlplatform data --entities $(ENTITIES) --seed 2 --shift 1 --flip-labels; \
+	  $(BIN)/mlplatform monitor --config jobs/configs/monitor.yaml --force
+	$(BIN)/mlplatform history churn --last 12
+	@echo "drift reports: $${MLPLATFORM_HOME:-.mlplatform}/monitor/churn/*/report.html; MLflow experiments mlplatform-monitor and mlplatform-drift at http://127.0.0.1:5000"
 
 down:
 	@if [ -x $(BIN)/mlplatform ]; then $(BIN)/mlplatform down; else echo "nothing to stop (no $(VENV))"; fi

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -103,7 +104,9 @@ def _cmd_data(a: argparse.Namespace) -> int:
     from mlplatform.tools.sample_data import generate
 
     out = Path(a.out) if a.out else platform_home() / "data" / "demo"
-    counts = generate(out, entities=a.entities, seed=a.seed)
+    if a.shift < 0:
+        raise ConfigError(f"--shift must be ≥ 0, got {a.shift:g}")
+    counts = generate(out, entities=a.entities, seed=a.seed, shift=a.shift, flip_labels=a.flip_labels)
     print(f"sample data in {out}: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
@@ -251,14 +254,77 @@ def _cmd_rollout(a: argparse.Namespace) -> int:
     return submit("rollout", None, a.address, resume_app=a.app)
 
 
+def _cmd_drift(a: argparse.Namespace) -> int:
+    import ray
+
+    from mlplatform.config import load_config
+    from mlplatform.monitor.config import DriftConfig, parse_duration
+    from mlplatform.monitor.drift import drift, log_to_mlflow, write_outputs
+
+    cfg = load_config(a.config, DriftConfig) if a.config else DriftConfig()
+    model = None
+    if a.model:
+        name, _, version = a.model.partition("/")
+        if not name or not version:
+            raise ConfigError(f"--model is NAME/VERSION, e.g. churn/3; got {a.model!r}")
+        model = (name, version.removeprefix("v"))
+    since = parse_duration(a.since)
+    ray.init(logging_level="WARNING", log_to_driver=False)  # joins the platform if it is up, else a local Ray
+    current = a.current[0] if len(a.current) == 1 else a.current
+    result = drift(a.reference, current, cfg, since=since, log_root=a.log_root, model=model)
+    out = a.out or f"drift-{time.strftime('%Y%m%d-%H%M%S')}"
+    files = write_outputs(result, out)
+    v = result["verdict"]
+    print(f"{result['current']['rows']} current rows vs {result['reference']['rows']} reference rows")
+    for s in result["current"]["skipped"] + result["reference"].get("skipped", []):
+        print(f"  skipped {s['path']}: {s['reason']}")
+    rows = [
+        [
+            f,
+            s["kind"],
+            s.get("test", "-"),
+            "-" if s.get("score") is None else f"{s['score']:.4g}",
+            "DRIFT" if s["drifted"] else "",
+        ]
+        for f, s in list(result["features"].items())[:15]
+    ]
+    width = max(len(r[0]) for r in rows) if rows else 7
+    for r in rows:
+        print(f"  {r[0]:<{width}}  {r[1]:<11}  {r[2]:<4}  {r[3]:>9}  {r[4]}")
+    verdict = {True: "DRIFTED", False: "no drift", None: "no verdict"}[v["drifted"]]
+    print(f"{verdict}: {v['message']}")
+    print(f"  {files[0]}\n  {files[1]}")
+    if not a.no_mlflow:
+        try:
+            print(f"  MLflow run {log_to_mlflow(result, files)}")
+        except PlatformError as exc:
+            print(f"  not recorded in MLflow: {exc}")
+    return 0
+
+
+def _cmd_monitor(a: argparse.Namespace) -> int:
+    from mlplatform.launch import submit
+
+    return submit("monitor", a.config, a.address, wait=not a.no_wait, every=a.every, force=a.force)
+
+
 def _cmd_load(a: argparse.Namespace) -> int:
     from mlplatform.tools.load import run_load
 
     base = _serve_url(a.url)
     headers = _client_headers()
     features = _model_inputs(base, a.model, headers)
+    rows = labels = None
+    if a.dataset:
+        from mlplatform.tools.load import dataset_rows
+
+        rows, labels, where = dataset_rows(a.dataset, features)
+        labels = labels if a.feedback else None
+        print(f"rows from {where}{' with feedback (their labels)' if a.feedback else ''}")
+    elif a.feedback:
+        raise ConfigError("--feedback needs --dataset: the labels come from the rows sent")
     print(f"sending ~{a.rps:g} requests/s to {base}/v1/models/{a.model}:predict for {a.seconds:g}s", flush=True)
-    report = run_load(base, a.model, features, rps=a.rps, seconds=a.seconds, headers=headers)
+    report = run_load(base, a.model, features, rps=a.rps, seconds=a.seconds, headers=headers, rows=rows, labels=labels)
     print(report.summary())
     for e in report.errors[:3]:
         print(f"  e.g. {e}")
@@ -292,7 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
             "submit",
             _cmd_submit,
             "submit a job to a Ray cluster's Jobs API",
-            ["ingest", "train", "deploy", "pipeline", "rollout"],
+            ["ingest", "train", "deploy", "pipeline", "rollout", "monitor"],
         ),
         (
             "run",
@@ -314,6 +380,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="folder (default: $MLPLATFORM_HOME/data/demo)")
     s.add_argument("--entities", type=int, default=5000)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--shift", type=float, default=0.0, help="a moved world: 0 = the training world, 1 = large drift")
+    s.add_argument("--flip-labels", action="store_true", help="invert the labels (a broken label pipeline)")
     s.set_defaults(fn=_cmd_data)
 
     admin_help = "Ray dashboard URL (default: the local platform, or $RAY_ADDRESS)"
@@ -364,11 +432,36 @@ def build_parser() -> argparse.ArgumentParser:
             r.add_argument("--reason", default="")
     s.set_defaults(fn=_cmd_rollout)
 
+    s = sub.add_parser("drift", help="compare two tables (training data vs live traffic): drift.json + report.html")
+    s.add_argument("--reference", required=True, help="a dataset version folder, or any Parquet file or folder")
+    s.add_argument(
+        "--current", required=True, nargs="+", help="log:<app> (a window of its inference log), or Parquet paths"
+    )
+    s.add_argument("--since", default="24h", help="with log:<app>: how far back (e.g. 30m, 24h, 7d)")
+    s.add_argument("--log-root", default=None, help="the inference log (default: $MLPLATFORM_HOME/inference_log)")
+    s.add_argument("--model", default=None, help="NAME/VERSION for prediction and performance drift")
+    s.add_argument("--config", default=None, help="YAML of thresholds and tests (a DriftConfig)")
+    s.add_argument("--out", default=None, help="folder for drift.json and report.html (default: ./drift-<time>)")
+    s.add_argument("--no-mlflow", action="store_true", help="do not record a drift run in MLflow")
+    s.set_defaults(fn=_cmd_drift)
+
+    s = sub.add_parser("monitor", help="continuous training: drift → retrain → gate → canary → promote/roll back")
+    s.add_argument("--config", required=True, help="a monitor job config (jobs/configs/monitor.yaml)")
+    s.add_argument("--every", default=None, help="repeat every DURATION (e.g. 10m) until stopped")
+    s.add_argument("--force", action="store_true", help="retrain even if nothing fired")
+    s.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
+    s.add_argument("--no-wait", action="store_true", help="return once submitted")
+    s.set_defaults(fn=_cmd_monitor)
+
     s = sub.add_parser("load", help="a steady load on an endpoint for drills (tallies answers by version)")
     s.add_argument("model")
     s.add_argument("--rps", type=float, default=40)
     s.add_argument("--seconds", type=float, default=60)
     s.add_argument("--url", default=None, help="Serve HTTP address (default: the local platform's)")
+    s.add_argument(
+        "--dataset", default=None, help="send rows of this dataset version (or of the newest under a dataset folder)"
+    )
+    s.add_argument("--feedback", action="store_true", help="label each answer with its row's label (feedback route)")
     s.set_defaults(fn=_cmd_load)
 
     s = sub.add_parser("endpoint", help="show a served model's URL, versions, weights and a curl line")

@@ -77,6 +77,8 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
         "--resume", action="store_true", help="train/pipeline: finish the interrupted search; rollout: continue it"
     )
     parser.add_argument("--resume-app", help="rollout: continue the interrupted rollout of this application")
+    parser.add_argument("--every", help="monitor: repeat the pass this often (e.g. 10m) until stopped")
+    parser.add_argument("--force", action="store_true", help="monitor: retrain even if nothing fired")
     args = parser.parse_args(argv)
     if args.config is None and not (job == "rollout" and args.resume_app):
         parser.error("--config is required")
@@ -85,7 +87,7 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if job in ("train", "deploy", "pipeline", "rollout") and not MLFLOW_TRACKING_URI.get():
+    if job in ("train", "deploy", "pipeline", "rollout", "monitor") and not MLFLOW_TRACKING_URI.get():
         print(
             "error: MLFLOW_TRACKING_URI is not set. Start the local platform with `mlplatform up` (it exports "
             "it to every Ray process) or set it in the cluster's environment (cluster.yaml).",
@@ -94,7 +96,11 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
         return 2
     _connect()
     try:
-        run_job(job, cfg, JobOptions(resume=args.resume, resume_app=args.resume_app))
+        run_job(
+            job,
+            cfg,
+            JobOptions(resume=args.resume, resume_app=args.resume_app, every=args.every, force=args.force),
+        )
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -146,11 +152,15 @@ def submit(
     wait: bool = True,
     resume: bool = False,
     resume_app: str | None = None,
+    every: str | None = None,
+    force: bool = False,
 ) -> int:
     """Submit jobs/<job>.py with `config` to the Ray Jobs API at `address`; stream logs; return exit code.
 
     Args:
         resume_app: rollout only, instead of a config: continue the interrupted rollout of this application.
+        every: monitor only: repeat the pass this often (the job runs until stopped).
+        force: monitor only: retrain even if nothing fired.
 
     Raises:
         ConfigError: the config is invalid (nothing is submitted) or lies outside the repository.
@@ -174,6 +184,8 @@ def submit(
             ) from None
     args += ["--resume"] if resume else []
     args += ["--resume-app", resume_app] if resume_app else []
+    args += ["--every", every] if every else []
+    args += ["--force"] if force else []
     addr = _address(address)
     try:
         client = JobSubmissionClient(addr, headers=cluster.auth_headers())

@@ -13,13 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, model_validator
 
+from mlplatform import registry
 from mlplatform.cluster import quiet_ray_data
-from mlplatform.config import StrictModel
+from mlplatform.config import StrictModel, load_config
 from mlplatform.data.config import DataConfig
 from mlplatform.data.ingest import DatasetVersion, ingest, load_version
 from mlplatform.errors import ConfigError, PlatformError, RolloutFailedError
+from mlplatform.monitor.config import MonitorConfig, parse_duration
+from mlplatform.monitor.loop import PassResult, Retrained, run_loop
+from mlplatform.monitor.online import log_judge
 from mlplatform.release.config import DeployConfig, RolloutConfig
 from mlplatform.release.deploy import Deployment, deploy
 from mlplatform.release.rollout import RolloutResult, cluster_stats, run_rollout
@@ -33,6 +37,7 @@ from mlplatform.train.search import experiment_name, latest_experiment, load_tra
 __all__ = [
     "PipelineConfig",
     "RolloutJobConfig",
+    "MonitorJobConfig",
     "JOBS",
     "JobOptions",
     "run_job",
@@ -42,6 +47,7 @@ __all__ = [
     "deploy_step",
     "pipeline",
     "rollout_step",
+    "monitor_step",
 ]
 
 log = logging.getLogger(__name__)
@@ -61,6 +67,33 @@ class RolloutJobConfig(StrictModel):
     rollout: RolloutConfig
 
 
+class MonitorJobConfig(StrictModel):
+    """The config of jobs/monitor.py (`mlplatform monitor`): the loop, and the data and training it retrains with.
+
+    ``pipeline: <file>`` takes `data` and `train` from a pipeline config (the one that trained the champion),
+    so both stay one file; sections given here win.
+    """
+
+    monitor: MonitorConfig
+    pipeline: str | None = None
+    data: DataConfig
+    train: TrainConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pipeline(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("pipeline"), str):
+            try:
+                base = load_config(data["pipeline"], PipelineConfig)
+            except ConfigError as exc:
+                raise ValueError(f"pipeline {data['pipeline']}: {exc}") from None
+            data = {
+                **{k: getattr(base, k).model_dump() for k in ("data", "train") if getattr(base, k) is not None},
+                **data,
+            }
+        return data
+
+
 @dataclass(frozen=True)
 class JobOptions:
     """Command-line options of a job beyond its config."""
@@ -70,6 +103,10 @@ class JobOptions:
     resume: bool = False
     #: rollout: continue the interrupted rollout of this application, with the config it started with.
     resume_app: str | None = None
+    #: monitor: repeat the pass this often (e.g. "10m"); None: one pass.
+    every: str | None = None
+    #: monitor: retrain even if nothing fired.
+    force: bool = False
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -202,7 +239,15 @@ def rollout_step(cfg: RolloutJobConfig | None, opts: JobOptions = JobOptions()) 
         print(f"resuming {state.describe(time.time())}")
     rollout_cfg = RolloutConfig.model_validate(state.config) if state is not None else cfg.rollout  # type: ignore[union-attr]
     model = control.served(app).args.model_name
-    result = run_rollout(rollout_cfg, control, cluster_stats(model), resume=state)
+    judge = log_judge(app, rollout_cfg.online_test) if rollout_cfg.online_test else None
+    result = run_rollout(rollout_cfg, control, cluster_stats(model), resume=state, online=judge)
+    _print_rollout(result)
+    if not result.succeeded:
+        raise RolloutFailedError(result.reason)
+    return result
+
+
+def _print_rollout(result: RolloutResult) -> None:
     print(f"\n== rollout of v{result.canary} in {result.app!r}: {'done' if result.succeeded else 'ROLLED BACK'}")
     print(
         _table(
@@ -215,15 +260,54 @@ def rollout_step(cfg: RolloutJobConfig | None, opts: JobOptions = JobOptions()) 
                     s.stable["requests"],
                     s.stable["error_rate"],
                     s.stable["p99_ms"],
+                    (s.online or {}).get("decision", "-"),
                     s.verdict,
                 ]
                 for s in result.steps
             ],
-            ["step", "canary req", "err", "p99 ms", "stable req", "err", "p99 ms", "verdict"],
+            ["step", "canary req", "err", "p99 ms", "stable req", "err", "p99 ms", "online test", "verdict"],
         )
     )
-    if not result.succeeded:
-        raise RolloutFailedError(result.reason)
+    for s in result.steps:
+        if s.online:
+            print(f"  {s.percent:g}% online test: {s.online['message']}")
+
+
+def monitor_step(cfg: MonitorJobConfig, opts: JobOptions = JobOptions()) -> PassResult:
+    control = TrafficControl()
+    pipeline_cfg = PipelineConfig(data=cfg.data, train=cfg.train)
+
+    def retrain() -> Retrained:
+        dataset = ingest_step(pipeline_cfg)
+        best = train_step(pipeline_cfg, JobOptions(), dataset)[0]
+        version = registry.client().get_model_version(best.name, best.version)
+        gate = (version.description or "").removeprefix("gate ")
+        return Retrained(dataset.path, best.version, best.run_id, best.aliases, gate)
+
+    def rollout(rollout_cfg: RolloutConfig, origin: dict[str, Any]) -> RolloutResult:
+        model = control.served(rollout_cfg.app).args.model_name
+        judge = log_judge(rollout_cfg.app, rollout_cfg.online_test, root=cfg.monitor.log_path)
+        result = run_rollout(
+            rollout_cfg,
+            control,
+            cluster_stats(model),
+            online=judge if rollout_cfg.online_test else None,
+            origin=origin,
+        )
+        _print_rollout(result)
+        return result
+
+    result = run_loop(
+        cfg.monitor,
+        retrain=retrain,
+        rollout=rollout,
+        force=opts.force,
+        every=parse_duration(opts.every) if opts.every else None,
+        control=control,
+    )
+    print(f"\n== monitor: {result.outcome}")
+    if result.drift_dir:
+        print(f"  drift report: {result.drift_dir}/report.html")
     return result
 
 
@@ -233,6 +317,7 @@ JOBS: dict[str, tuple[type[BaseModel], Callable[[Any], Any]]] = {
     "deploy": (PipelineConfig, deploy_step),
     "pipeline": (PipelineConfig, pipeline),
     "rollout": (RolloutJobConfig, rollout_step),
+    "monitor": (MonitorJobConfig, monitor_step),
 }
 
 

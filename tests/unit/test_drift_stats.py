@@ -11,9 +11,10 @@ import pyarrow.parquet as pq
 import pytest
 from mlplatform.errors import ConfigError, DataContractError
 from mlplatform.monitor.config import DriftConfig
+from mlplatform.monitor.config import parse_duration as parse_since
 from mlplatform.monitor.drift import _verdict, decide
 from mlplatform.monitor.stats import categorical_stats, numeric_stats
-from mlplatform.monitor.window import log_window, parse_since, resolve
+from mlplatform.monitor.window import log_window, resolve
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import chi2_contingency, ks_2samp
 

@@ -550,8 +550,9 @@ def test_observers_see_every_answered_request_with_how_it_was_routed():
         ("r-1", "weighted"),
         (generated[0], "sticky"),
         (generated[1], "pinned"),
-        ("r-4", "weighted"),
+        (seen[3].request_id, "weighted"),  # a V2 body id is echoed in the body; the request's id is x-request-id
     ]
+    assert len(seen[3].request_id) == 32
     first = seen[0]
     assert (first.app, first.model) == ("churn-app", "m")
     assert first.features.tolist() == [[1.0, 2.0]] and first.prediction.tolist() == [

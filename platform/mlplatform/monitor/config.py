@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from datetime import timedelta
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mlplatform.config import StrictModel
+from mlplatform.errors import ConfigError
+from mlplatform.release.config import RolloutConfig
 
-__all__ = ["DriftConfig"]
+__all__ = ["DriftConfig", "TriggerConfig", "MonitorConfig", "parse_duration"]
 
 NumericTest = Literal["ks", "psi", "js"]
 CategoricalTest = Literal["chi2", "psi", "js"]
@@ -54,3 +58,69 @@ class DriftConfig(StrictModel):
         if bad:
             raise ValueError(f"weights must be ≥ 0, got {bad}")
         return self
+
+
+class TriggerConfig(StrictModel):
+    """What makes the loop retrain."""
+
+    drift: bool = Field(True, description="Retrain when the log window drifted from the champion's training data.")
+    performance: bool = Field(
+        True, description="Retrain when labelled live AUC fell more than drift.performance_drop below validation."
+    )
+    schedule: str | None = Field(
+        None, description="Retrain when the champion is older than this (e.g. 7d), drift or not; None: never."
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        return value if value is None else _duration_text(value)
+
+
+class MonitorConfig(StrictModel):
+    """The continuous-training loop of one application: watch → retrain → gate → canary → promote or roll back."""
+
+    app: str = Field(description="The Serve application watched (its inference log, its champion).")
+    window: str = Field("1h", description="How far back the log window reaches (e.g. 30m, 24h).")
+    log_path: str | None = Field(
+        None, description="The inference log's root (default: the serve config's, ${MLPLATFORM_HOME}/inference_log)."
+    )
+    out_dir: str | None = Field(
+        None, description="Where each pass writes drift.json and report.html (default ${MLPLATFORM_HOME}/monitor)."
+    )
+    drift: DriftConfig = Field(default_factory=DriftConfig)
+    triggers: TriggerConfig = Field(default_factory=TriggerConfig)
+    rollout: RolloutConfig = Field(
+        description="How the retrained challenger is rolled out (app and canary are filled in by the loop)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rollout_of_this_app(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("rollout", {}), dict):
+            rollout = dict(data.get("rollout") or {})
+            rollout.setdefault("app", data.get("app"))
+            rollout.setdefault("canary", "challenger")
+            data = {**data, "rollout": rollout}
+        return data
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        return _duration_text(value)
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``24h`` or ``7d`` as a duration."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
+    if not m:
+        raise ConfigError(f"a duration is a number and a unit (s, m, h, d), like 30m or 24h; got {text!r}")
+    return timedelta(seconds=float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)])
+
+
+def _duration_text(value: str) -> str:
+    try:
+        parse_duration(value)
+    except ConfigError as exc:  # pydantic reports ValueErrors with the field's name
+        raise ValueError(str(exc)) from None
+    return value

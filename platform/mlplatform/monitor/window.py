@@ -9,7 +9,6 @@ feedback log). Reading itself is Ray Data's (`mlplatform.monitor.drift`).
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from mlplatform.errors import ConfigError, DataContractError
 from mlplatform.serve.inference_log import FEEDBACK, LOG_FIELDS, REQUESTS, partitioning
 from mlplatform.settings import platform_home
 
-__all__ = ["Table", "resolve", "log_window", "parse_since", "read_feedback", "flatten_log"]
+__all__ = ["Table", "resolve", "log_window", "read_feedback", "flatten_log"]
 
 #: Columns that are never features: the log's own fields and its partitions.
 NOT_FEATURES = {*LOG_FIELDS, "features", "label", "app", "date", "hour", "version"}
@@ -61,15 +60,6 @@ class Table:
     app: str | None = None
     window: dict[str, str] | None = None
     model: str | None = None
-
-
-def parse_since(text: str) -> timedelta:
-    """``90s``, ``30m``, ``24h`` or ``7d`` as a duration."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd])\s*", text or "")
-    if not m:
-        raise ConfigError(f"a duration is a number and a unit (s, m, h, d), like 30m or 24h; got {text!r}")
-    value, unit = float(m.group(1)), m.group(2)
-    return timedelta(seconds=value * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit])
 
 
 def _list_parquet(path: str) -> tuple[Any, list[str]]:

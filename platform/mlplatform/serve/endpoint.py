@@ -81,8 +81,9 @@ class _ResponseHeaders:
     """ASGI middleware: every response carries x-model-version and x-request-id, and nothing escapes as a bare 500.
 
     Routes that served a prediction set x-model-version to that version; every other response (errors,
-    health, unknown paths) gets the served versions joined by ",". x-request-id is the client's (header, or
-    a V2 body ``id`` when a route adopts it) or a new one; it is the id the inference log and feedback use.
+    health, unknown paths) gets the served versions joined by ",". The request's id is its x-request-id
+    header — the client's, or the one Serve's proxy made and will echo on the response — else a new one,
+    which this middleware then returns itself; it is the id the inference log and feedback use.
     """
 
     def __init__(self, app: Any, served: str) -> None:
@@ -96,6 +97,7 @@ class _ResponseHeaders:
         state = scope.setdefault("state", {})
         given = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-request-id"), None)
         state["request_id"] = _request_id(given) or uuid.uuid4().hex
+        echo = given is None  # a request id that came in is echoed by whoever set it (Serve's proxy)
         started = False
 
         async def send_with_header(message: dict) -> None:
@@ -105,7 +107,8 @@ class _ResponseHeaders:
                 headers = list(message.get("headers", []))
                 if not any(k.lower() == self.header[0] for k, _ in headers):
                     headers.append(self.header)
-                headers.append((REQUEST_ID_HEADER.encode(), state["request_id"].encode()))
+                if echo:
+                    headers.append((REQUEST_ID_HEADER.encode(), state["request_id"].encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -164,11 +167,7 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         given = request.headers.get(REQUEST_ID_HEADER)
         if given is not None and _request_id(given) is None:
             raise RequestError(400, "x-request-id must be 1 to 128 printable ASCII characters")
-        if given is None and parsed.request_id is not None:
-            if _request_id(parsed.request_id) is None:
-                raise RequestError(400, "'id' must be 1 to 128 printable ASCII characters")
-            request.state.request_id = parsed.request_id  # the V2 id is the request's id: echo and log it
-        request_id = request.state.request_id
+        request_id = request.state.request_id  # the x-request-id of the response (a V2 body id is echoed apart)
         return version, await core.predict(version, parsed.x, request_id=request_id, route=route)
 
     @app.post("/v1/models/{name}:predict")

@@ -46,7 +46,7 @@ class ServedRequest:
         app: the Serve application.
         model: the registered model name.
         version: the version that answered.
-        request_id: the client's id for the request (V2 ``id`` or the ``x-request-id`` header), if any.
+        request_id: the request's id: its x-request-id (the client's, the one Serve's proxy set, or the router's).
         features: the rows as the model received them ([n, features] float32, NaN = missing).
         prediction: the model's answer, one value per row.
         latency_ms: time spent in the router for this request's prediction.

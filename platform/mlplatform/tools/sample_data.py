@@ -40,13 +40,19 @@ def _bad_count(n: int) -> int:
     return max(1, n // 500)
 
 
-def generate(out_dir: str | Path, entities: int = 5000, seed: int = 0) -> dict[str, int]:
+def generate(
+    out_dir: str | Path, entities: int = 5000, seed: int = 0, *, shift: float = 0.0, flip_labels: bool = False
+) -> dict[str, int]:
     """Write the four sources for `entities` customers into `out_dir`.
 
     Args:
         out_dir: Folder to create or overwrite.
         entities: Number of customers (rows of profiles.csv before bad records).
         seed: Same seed, same bytes.
+        shift: How far the world moved (0: the training world): customers engage less, spend less, are older,
+            pick the basic plan more and churn more — drift in most features, a model that learned the old
+            world is less sure. 1 is a large, plainly visible shift.
+        flip_labels: Invert every label (a broken label pipeline): a model trained on it is deliberately worse.
 
     Returns:
         Records written per source, bad ones included.
@@ -60,16 +66,19 @@ def generate(out_dir: str | Path, entities: int = 5000, seed: int = 0) -> dict[s
     ids = np.arange(1, n + 1, dtype=np.int64)
 
     # Latent traits that drive both the sources and the label.
-    engagement = rng.normal(0, 1, n)
-    spend = rng.normal(0, 1, n)
-    trend = rng.normal(0, 1, n)
+    engagement = rng.normal(-0.8 * shift, 1, n)
+    spend = rng.normal(-0.6 * shift, 1, n)
+    trend = rng.normal(-0.5 * shift, 1, n)
 
-    age = rng.integers(18, 80, n)
-    plan_idx = rng.choice(3, n, p=[0.5, 0.35, 0.15])
-    tenure = np.round(rng.gamma(2.0, 12.0, n), 1)
+    age = np.minimum(rng.integers(18, 80, n) + int(round(12 * shift)), 120)
+    basic = min(0.9, 0.5 + 0.25 * shift)
+    plan_idx = rng.choice(3, n, p=[basic, (1 - basic) * 0.7, (1 - basic) * 0.3])
+    tenure = np.round(rng.gamma(2.0, 12.0 * (1 + 0.5 * shift), n), 1)
 
     logit = -0.4 - 1.0 * engagement - 0.6 * spend - 0.9 * trend + 0.8 * (plan_idx == 0) - 0.025 * (tenure - 24)
     churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    if flip_labels:
+        churned = 1 - churned
 
     bad: dict[str, list[dict]] = {}
     counts: dict[str, int] = {}
