@@ -523,6 +523,105 @@ def test_the_router_restarted_during_a_change_serves_what_the_log_says(served, p
     assert _weights() == {"1": 90.0, "2": 10.0}
 
 
+def _monitor_config(home: Path) -> Path:
+    """jobs/configs/monitor.yaml with a small search and short rollout steps (inside the repo: it is uploaded)."""
+    import yaml
+
+    cfg = yaml.safe_load((ROOT / "jobs" / "configs" / "monitor.yaml").read_text())
+    demo = yaml.safe_load((ROOT / "jobs" / "configs" / "demo.yaml").read_text())
+    cfg["train"] = {
+        **demo["train"],
+        "num_samples": 2,
+        "num_boost_round": 30,
+        "report_every": 10,
+        "register_top": 1,
+    }
+    cfg["monitor"]["window"] = "15m"
+    cfg["monitor"]["out_dir"] = str(home / "monitor")
+    cfg["monitor"]["rollout"].update(
+        {"steps": [50, 100], "bake_s": 4, "min_requests": 10, "max_wait_s": 60, "max_p99_ratio": 10}
+    )
+    cfg["monitor"]["rollout"]["online_test"]["min_labels"] = 20
+    path = ROOT / "jobs" / "configs" / "_test_monitor.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_the_loop_promotes_on_drift_and_rolls_back_a_worse_candidate(served, platform_env):
+    """The world moves; live traffic with feedback flows; the loop detects drift, retrains, gates, canaries and
+    promotes — once, even when started twice; then a candidate trained on inverted labels passes the offline
+    gate, and the online test on live labels rolls it back."""
+    import re
+
+    from mlflow import MlflowClient
+    from mlplatform.tools.load import dataset_rows, run_load
+
+    home = Path(platform_env["MLPLATFORM_HOME"])
+    state = load_state(home)
+    client = MlflowClient(tracking_uri=state.mlflow_url, registry_uri=state.mlflow_url)
+    config = _monitor_config(home)
+    stop = threading.Event()
+    reports: list = []
+    load = threading.Thread(target=lambda: None)
+    try:
+        cli("data", "--entities", "2000", "--seed", "1", "--shift", "1", env=platform_env)
+        out = cli("submit", "ingest", "--config", "jobs/configs/demo.yaml", env=platform_env).stdout
+        shifted = re.search(r"table:\s+(\S+)/table", out).group(1)
+        rows, labels, _ = dataset_rows(shifted, served)
+        load = threading.Thread(
+            target=lambda: reports.append(
+                run_load(URL, "churn", served, rps=25, seconds=900, rows=rows, labels=labels, stop=stop)
+            )
+        )
+        load.start()
+        time.sleep(12)  # traffic in the log (flushed every 5 s)
+        champion_before = client.get_model_version_by_alias("churn", "champion").version
+
+        first = subprocess.Popen(
+            [str(BIN / "mlplatform"), "monitor", "--config", str(config)],
+            cwd=ROOT,
+            env=platform_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(15)
+        second = cli("monitor", "--config", str(config), env=platform_env, check=False)
+        out1, _ = first.communicate(timeout=600)
+        assert first.returncode == 0, out1[-5000:]
+        assert "drift: " in out1 and "retraining because drift" in out1, out1[-5000:]
+        assert "promoted v" in out1, out1[-5000:]
+        if second.returncode != 0:  # it overlapped the first pass: refused, not run twice
+            assert "already running" in second.stdout + second.stderr, second.stdout[-3000:] + second.stderr[-2000:]
+        champion = client.get_model_version_by_alias("churn", "champion").version
+        assert champion != champion_before
+        reports_html = list((home / "monitor" / "churn").glob("*/report.html"))
+        assert reports_html and json.loads((reports_html[0].parent / "drift.json").read_text())["verdict"]["drifted"]
+        passes = client.search_runs(
+            [client.get_experiment_by_name("mlplatform-monitor").experiment_id],
+            order_by=["attributes.start_time ASC"],
+        )
+        promoted = next(r for r in passes if r.data.tags.get("mlplatform.outcome", "").startswith("promoted"))
+        assert "drift" in promoted.data.tags["mlplatform.reasons"]
+        assert promoted.data.tags["mlplatform.trained.version"] == champion
+        events = TrafficControl().log("churn")
+        start = next(e for e in reversed(events) if e.action == "rollout-start")
+        assert start.rollout["origin"]["monitor_run"] == promoted.info.run_id
+
+        cli("data", "--entities", "2000", "--seed", "2", "--shift", "1", "--flip-labels", env=platform_env)
+        out2 = cli("monitor", "--config", str(config), "--force", env=platform_env).stdout
+        assert "rolled back v" in out2 and "online test" in out2, out2[-5000:]
+        assert client.get_model_version_by_alias("churn", "champion").version == champion
+        assert TrafficControl().log("churn")[-1].action == "rollout-rollback"
+    finally:
+        stop.set()
+        config.unlink(missing_ok=True)
+    load.join(30)
+    report = reports[0] if reports else None
+    assert report is not None and report.by_status[200] >= 0.99 * report.sent, report.summary()
+    assert report.feedback["accepted"] > 0 and not report.feedback.get("failed"), report.summary()
+
+
 def _try(fn):
     try:
         return fn()

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mlplatform import registry
+from mlplatform.data.version import load_version
 from mlplatform.errors import ConflictError, DataContractError, PlatformError
 from mlplatform.monitor.config import MonitorConfig, parse_duration
 from mlplatform.monitor.drift import drift, export_gauges, log_to_mlflow, write_outputs
@@ -131,6 +132,10 @@ def _champion_lineage(client: Any, model: str, champion: str) -> str:
             "trained by this platform's pipeline, so there is no training data to compare live traffic with. "
             "Train it with `mlplatform submit pipeline`, or compare tables yourself with `mlplatform drift`."
         )
+    try:
+        load_version(path)
+    except DataContractError as exc:
+        raise DataContractError(f"the training data of {model} v{champion} (the champion) is unusable: {exc}") from None
     return path
 
 
