@@ -13,6 +13,7 @@ Every variant serves the same XGBoost booster (11 features, 100 trees of depth 6
   cF, dF, eF   c, d, e on a platform started with `--fast-serving` (Serve's HAProxy ingress)
   c2F the one-deployment app with 2 replicas, `--fast-serving`
   dC  mlplatform 90/10 with versions colocated in 2 router replicas, `--fast-serving`
+  dL, dCL   d and dC with the inference log on at 100 % sampling (its cost: compare with d and dC)
 
 wrk runs with 2 threads for `duration` seconds per concurrency after a `warmup`. Results are printed as a
 table (RPS, p50, p99, non-2xx, ratio to a) and written to benchmarks/results/serve-<date>.json.
@@ -285,7 +286,7 @@ def register(env: dict, models: list[Path]) -> None:
 QUIET = {"enable_access_log": False, "log_level": "WARNING"}
 
 
-def serve_config(path: Path, *, sticky: bool, shadow: bool, colocate: bool) -> Path:
+def serve_config(path: Path, *, sticky: bool, shadow: bool, colocate: bool, log: bool = False) -> Path:
     versions = [{"version": "1", "weight": 90, "num_cpus": 0.3}, {"version": "2", "weight": 10, "num_cpus": 0.3}]
     if shadow:
         versions = [
@@ -297,6 +298,8 @@ def serve_config(path: Path, *, sticky: bool, shadow: bool, colocate: bool) -> P
         args["sticky"] = {"header": "x-user-id"}
     if colocate:
         args |= {"colocate": True, "ingress_num_replicas": 2, "ingress_num_cpus": 0.5}
+    if log:
+        args["inference_log"] = {"sample_rate": 1.0}
     config = {
         "http_options": {"host": "127.0.0.1", "port": 8000},
         "applications": [
@@ -365,11 +368,31 @@ def delete_apps(env: dict) -> None:
     time.sleep(3)
 
 
+def logged_rows(home: Path) -> int:
+    """Rows the inference log holds (written by the last flush, 5 s at most after the load)."""
+    import pyarrow.dataset as pads
+
+    time.sleep(6)
+    root = home / "inference_log" / "requests"
+    rows = pads.dataset(root, format="parquet").count_rows() if root.exists() else 0
+    shutil.rmtree(root, ignore_errors=True)  # the next variant counts its own
+    print(f"   inference log: {rows} rows written", flush=True)
+    return rows
+
+
 def bench_platform(fast: bool, workdir: Path, models: list[Path], wanted: set[str], args, results) -> None:
     suffix = "F" if fast else ""
     variants = [
         v
-        for v in (f"c{suffix}", "c2F" if fast else "", f"d{suffix}", f"e{suffix}", "dC" if fast else "")
+        for v in (
+            f"c{suffix}",
+            "c2F" if fast else "",
+            f"d{suffix}",
+            "" if fast else "dL",
+            f"e{suffix}",
+            "dC" if fast else "",
+            "dCL" if fast else "",
+        )
         if v and v in wanted
     ]
     if not variants:
@@ -387,10 +410,16 @@ def bench_platform(fast: bool, workdir: Path, models: list[Path], wanted: set[st
                 deploy(
                     env,
                     serve_config(
-                        workdir / f"{v}.json", sticky=v.startswith("e"), shadow=v.startswith("e"), colocate=v == "dC"
+                        workdir / f"{v}.json",
+                        sticky=v.startswith("e"),
+                        shadow=v.startswith("e"),
+                        colocate=v.startswith("dC"),
+                        log=v.endswith("L"),
                     ),
                 )
             measure(v, url, args, results, sticky=v.startswith("e"))
+            if v.endswith("L"):
+                results.setdefault("inference_log_rows", {})[v] = logged_rows(home)
     finally:
         subprocess.run([str(BIN / "mlplatform"), "down"], env=env, capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
@@ -401,7 +430,7 @@ def main() -> int:
     p.add_argument("--duration", type=int, default=20)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--conns", default="16,64")
-    p.add_argument("--only", default="a,a2,b,c,d,e,cF,dF,eF,dC")
+    p.add_argument("--only", default="a,a2,b,c,d,dL,e,cF,dF,eF,dC,dCL")
     args = p.parse_args()
     args.conns = [int(c) for c in args.conns.split(",")]
     wanted = set(args.only.split(","))

@@ -15,6 +15,7 @@ GATE = GateConfig(
     max_logloss_increase=0.01,
     max_calibration_error_increase=0.02,
     max_latency_ratio=2.0,
+    latency_slack_ms=0.5,
     min_auc=0.6,
     max_calibration_error=0.1,
 )
@@ -23,6 +24,13 @@ CHAMP = Evaluation(auc=0.80, logloss=0.50, calibration_error=0.03, p99_latency_m
 
 def ev(**kw):
     return Evaluation(**{**CHAMP.__dict__, **kw})
+
+
+def test_tiny_latency_differences_never_fail_the_gate():
+    fast_champion = ev(p99_latency_ms=0.1)
+    d = decide(ev(auc=0.85, p99_latency_ms=0.4), fast_champion, GATE, "1")  # ×4, but 0.3 ms more
+    assert d.checks["latency"] and "or +0.5 ms" in d.reasons[-1]
+    assert not decide(ev(auc=0.85, p99_latency_ms=2.0), fast_champion, GATE, "1").checks["latency"]
 
 
 def test_first_model_meeting_absolute_thresholds_becomes_champion():

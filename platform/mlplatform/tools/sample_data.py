@@ -49,9 +49,9 @@ def generate(
         out_dir: Folder to create or overwrite.
         entities: Number of customers (rows of profiles.csv before bad records).
         seed: Same seed, same bytes.
-        shift: How far the world moved (0: the training world): customers engage less, spend less, are older,
-            pick the basic plan more and churn more — drift in most features, a model that learned the old
-            world is less sure. 1 is a large, plainly visible shift.
+        shift: How far the world moved (0: the training world): customers engage less, spend less, are older and
+            pick the basic plan more (drift in most features), and what makes them churn changes (a model of
+            the old world gets worse). 1 is a large, plainly visible shift.
         flip_labels: Invert every label (a broken label pipeline): a model trained on it is deliberately worse.
 
     Returns:
@@ -75,7 +75,17 @@ def generate(
     plan_idx = rng.choice(3, n, p=[basic, (1 - basic) * 0.7, (1 - basic) * 0.3])
     tenure = np.round(rng.gamma(2.0, 12.0 * (1 + 0.5 * shift), n), 1)
 
-    logit = -0.4 - 1.0 * engagement - 0.6 * spend - 0.9 * trend + 0.8 * (plan_idx == 0) - 0.025 * (tenure - 24)
+    # In a moved world the reasons change too (concept drift): spend no longer keeps customers, the basic plan
+    # stops driving churn and the enterprise plan starts to — so a model of the old world gets worse there.
+    logit = (
+        -0.4
+        - 1.0 * engagement
+        - 0.6 * (1 - 1.6 * min(shift, 1.0)) * spend
+        - 0.9 * trend
+        + 0.8 * (1 - min(shift, 1.0)) * (plan_idx == 0)
+        + 1.2 * min(shift, 1.0) * (plan_idx == 2)
+        - 0.025 * (tenure - 24)
+    )
     churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
     if flip_labels:
         churned = 1 - churned

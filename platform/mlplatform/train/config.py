@@ -52,6 +52,12 @@ class GateConfig(StrictModel):
     max_latency_ratio: float = Field(
         2.0, ge=1, description="Guard: p99 predict latency of a batch may be at most this × the champion's."
     )
+    latency_slack_ms: float = Field(
+        2.0,
+        ge=0,
+        description="Guard: latency differences below this many ms never fail the gate (a batch timed on a busy "
+        "machine varies by more than that; deeper trees are legitimately slower).",
+    )
     latency_batch_rows: int = Field(256, ge=1, description="Rows of the batch whose predict latency is timed.")
     min_auc: float = Field(0.6, ge=0, le=1, description="Absolute: least val_auc of a first champion.")
     max_calibration_error: float = Field(0.1, ge=0, le=1, description="Absolute: largest ECE of a first champion.")

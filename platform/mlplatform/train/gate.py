@@ -125,7 +125,8 @@ def decide(
         "logloss": candidate.logloss - champion.logloss <= cfg.max_logloss_increase,
         "calibration_error": candidate.calibration_error - champion.calibration_error
         <= cfg.max_calibration_error_increase,
-        "latency": ratio <= cfg.max_latency_ratio,
+        "latency": ratio <= cfg.max_latency_ratio
+        or candidate.p99_latency_ms - champion.p99_latency_ms <= cfg.latency_slack_ms,
     }
     who = f"champion v{champion_version}" if champion_version else "the champion"
     reasons = [
@@ -136,7 +137,8 @@ def decide(
         f"calibration error {candidate.calibration_error:.4f} vs {champion.calibration_error:.4f} "
         f"({'within' if checks['calibration_error'] else 'beyond'} +{cfg.max_calibration_error_increase:g})",
         f"p99 predict of a batch {candidate.p99_latency_ms:.2f} ms vs {champion.p99_latency_ms:.2f} ms "
-        f"(×{ratio:.2f}, {'within' if checks['latency'] else 'beyond'} ×{cfg.max_latency_ratio:g})",
+        f"(×{ratio:.2f}, {'within' if checks['latency'] else 'beyond'} ×{cfg.max_latency_ratio:g} "
+        f"or +{cfg.latency_slack_ms:g} ms)",
     ]
     return Decision(
         CHALLENGER if all(checks.values()) else None, reasons, candidate, champion, champion_version, checks
