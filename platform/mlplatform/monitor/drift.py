@@ -279,11 +279,17 @@ def compare(
             side[c] = _column(cur_blocks, c).cast(pa.float64()).to_numpy()
     if any("ts" in b.column_names for b in cur_blocks):
         side["ts"] = _column(cur_blocks, "ts").cast(pa.timestamp("us")).to_numpy()
-    if model is None and any("version" in b.column_names for b in cur_blocks):
-        versions = set(_column(cur_blocks, "version").unique().to_pylist()) - {None}
-        models = set(_column(cur_blocks, "model").unique().to_pylist()) if cur.is_log else set()
-        if len(versions) == 1 and len(models) == 1:
-            model = (models.pop(), versions.pop())
+    if any("version" in b.column_names for b in cur_blocks):
+        version_col = _column(cur_blocks, "version")
+        if model is None:
+            versions = set(version_col.unique().to_pylist()) - {None}
+            models = set(_column(cur_blocks, "model").unique().to_pylist()) if cur.is_log else set()
+            if len(versions) == 1 and len(models) == 1:
+                model = (models.pop(), versions.pop())
+        if model is not None:
+            # Scores and labelled quality are the model's own: rows another version answered are left out.
+            mine = np.asarray(version_col.to_pylist(), dtype=object) == model[1]
+            side = {k: v[mine] for k, v in side.items()}
 
     prediction = None
     if "prediction" in side:

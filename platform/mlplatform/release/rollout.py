@@ -149,7 +149,8 @@ def run_rollout(
             cfg.app,
             start_policy,
             action="rollout-start",
-            reason=f"rollout of v{canary} against v{stable}: steps {cfg.steps} %, bake {cfg.bake_s:g}s",
+            reason=f"rollout of v{canary} against v{stable}: steps {cfg.steps} %, bake {cfg.bake_s:g}s"
+            + (f" (monitor run {origin['monitor_run']})" if origin and origin.get("monitor_run") else ""),
             rollout={
                 "id": rollout_id,
                 "canary": canary,
