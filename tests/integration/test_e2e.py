@@ -604,7 +604,8 @@ def test_the_loop_promotes_on_drift_and_rolls_back_a_worse_candidate(served, pla
         promoted = next(r for r in passes if r.data.tags.get("mlplatform.outcome", "").startswith("promoted"))
         assert "drift" in promoted.data.tags["mlplatform.reasons"]
         assert promoted.data.tags["mlplatform.trained.version"] == champion
-        events = TrafficControl().log("churn")
+        control = TrafficControl(ServeAdmin(state.dashboard_url))
+        events = control.log("churn", tracking_uri=state.mlflow_url)
         start = next(e for e in reversed(events) if e.action == "rollout-start")
         assert start.rollout["origin"]["monitor_run"] == promoted.info.run_id
 
@@ -612,7 +613,7 @@ def test_the_loop_promotes_on_drift_and_rolls_back_a_worse_candidate(served, pla
         out2 = cli("monitor", "--config", str(config), "--force", env=platform_env).stdout
         assert "rolled back v" in out2 and "online test" in out2, out2[-5000:]
         assert client.get_model_version_by_alias("churn", "champion").version == champion
-        assert TrafficControl().log("churn")[-1].action == "rollout-rollback"
+        assert control.log("churn", tracking_uri=state.mlflow_url)[-1].action == "rollout-rollback"
     finally:
         stop.set()
         config.unlink(missing_ok=True)
