@@ -529,12 +529,18 @@ def _monitor_config(home: Path) -> Path:
 
     cfg = yaml.safe_load((ROOT / "jobs" / "configs" / "monitor.yaml").read_text())
     demo = yaml.safe_load((ROOT / "jobs" / "configs" / "demo.yaml").read_text())
+    # Two full trials of reasonable models: the offline gate must see the retrained model's real advantage.
     cfg["train"] = {
         **demo["train"],
         "num_samples": 2,
-        "num_boost_round": 30,
-        "report_every": 10,
+        "num_boost_round": 40,
+        "report_every": 20,
         "register_top": 1,
+        "scheduler": "fifo",
+        "search_space": {
+            "max_depth": {"type": "randint", "low": 2, "high": 5},
+            "eta": {"type": "uniform", "low": 0.1, "high": 0.3},
+        },
     }
     cfg["monitor"]["window"] = "15m"
     cfg["monitor"]["out_dir"] = str(home / "monitor")

@@ -110,3 +110,37 @@ def test_two_writers_racing_on_s3_leave_one_whole_version(s3_endpoint):
     assert not a.reused and b.reused and b.rows == 10
     left = {i.path for i in s3.get_file_info(pafs.FileSelector("race/datasets/d/v1", recursive=True)) if i.is_file}
     assert left == {f"race/datasets/d/v1/{MANIFEST}", *(f.split("://", 1)[1] for f in a.table_files)}
+
+
+def test_the_inference_log_and_feedback_live_on_s3(s3_endpoint):
+    """The router's log writer and the monitor's readers on an object store: rows written whole, found by
+    feedback from another replica, read back as a window with labels joined."""
+    from datetime import datetime, timedelta, timezone
+
+    import numpy as np
+    from mlplatform.monitor.online import labelled_requests
+    from mlplatform.monitor.window import log_window, read_feedback
+    from mlplatform.serve.config import InferenceLogConfig
+    from mlplatform.serve.inference_log import InferenceLog
+    from mlplatform.serve.router import ServedRequest
+
+    s3 = pafs.S3FileSystem(endpoint_override=s3_endpoint, region="us-east-1", allow_bucket_creation=True)
+    s3.create_dir("logs")
+    root = "s3://logs/inference"
+    one = InferenceLog(InferenceLogConfig(path=root), "churn", ["a", "b"], start=False)
+    for i in range(5):
+        x = np.array([[i, 2 * i]], dtype=np.float32)
+        one(ServedRequest("churn", "m", "1", f"r{i}", x, np.array([0.1 * i]), 1.0, "weighted"))
+    assert one.flush() == 5
+    two = InferenceLog(InferenceLogConfig(path=root), "churn", ["a", "b"], start=False)
+    keys = [(f"r{i}", 0) for i in range(5)] + [("nope", 0)]
+    logged, labelled = two.lookup(two.needs_lookup(keys), keys)
+    assert logged == set(keys[:5]) and labelled == set()
+    answers = two.add_feedback([(r, 0, float(i % 2)) for i, (r, _) in enumerate(keys)], logged)
+    assert [a["status"] for a in answers] == ["accepted"] * 5 + ["unknown"]
+    two.flush()
+    window = log_window("churn", root=root, since=timedelta(hours=1))
+    assert len(window.files) == 1 and window.features == ["a", "b"] and not window.skipped
+    assert read_feedback(window).num_rows == 5
+    rows = labelled_requests("churn", datetime.now(timezone.utc) - timedelta(minutes=5), root=root)
+    assert sorted(rows["label"].to_pylist()) == [0.0, 0.0, 0.0, 1.0, 1.0]

@@ -75,13 +75,14 @@ def generate(
     plan_idx = rng.choice(3, n, p=[basic, (1 - basic) * 0.7, (1 - basic) * 0.3])
     tenure = np.round(rng.gamma(2.0, 12.0 * (1 + 0.5 * shift), n), 1)
 
-    # In a moved world the reasons change too (concept drift): spend no longer keeps customers, the basic plan
-    # stops driving churn and the enterprise plan starts to — so a model of the old world gets worse there.
+    # In a moved world the reasons change too (concept drift): spend no longer keeps customers, a rising usage
+    # trend now goes before leaving, the basic plan stops driving churn and the enterprise plan starts to — so
+    # a model of the old world gets clearly worse there.
     logit = (
         -0.4
         - 1.0 * engagement
         - 0.6 * (1 - 1.6 * min(shift, 1.0)) * spend
-        - 0.9 * trend
+        - 0.9 * (1 - 2 * min(shift, 1.0)) * trend
         + 0.8 * (1 - min(shift, 1.0)) * (plan_idx == 0)
         + 1.2 * min(shift, 1.0) * (plan_idx == 2)
         - 0.025 * (tenure - 24)
