@@ -545,7 +545,7 @@ def _monitor_config(home: Path) -> Path:
     cfg["monitor"]["window"] = "15m"
     cfg["monitor"]["out_dir"] = str(home / "monitor")
     cfg["monitor"]["rollout"].update(
-        {"steps": [50, 100], "bake_s": 4, "min_requests": 10, "max_wait_s": 60, "max_p99_ratio": 10}
+        {"steps": [50, 100], "bake_s": 3, "min_requests": 10, "max_wait_s": 60, "max_p99_ratio": 10}
     )
     cfg["monitor"]["rollout"]["online_test"]["min_labels"] = 20
     path = ROOT / "jobs" / "configs" / "_test_monitor.yaml"
@@ -570,7 +570,7 @@ def test_the_loop_promotes_on_drift_and_rolls_back_a_worse_candidate(served, pla
     reports: list = []
     load = threading.Thread(target=lambda: None)
     try:
-        cli("data", "--entities", "2000", "--seed", "1", "--shift", "1", env=platform_env)
+        cli("data", "--entities", "1500", "--seed", "1", "--shift", "1", env=platform_env)
         out = cli("submit", "ingest", "--config", "jobs/configs/demo.yaml", env=platform_env).stdout
         shifted = re.search(r"table:\s+(\S+)/table", out).group(1)
         rows, labels, _ = dataset_rows(shifted, served)
@@ -580,7 +580,7 @@ def test_the_loop_promotes_on_drift_and_rolls_back_a_worse_candidate(served, pla
             )
         )
         load.start()
-        time.sleep(12)  # traffic in the log (flushed every 5 s)
+        time.sleep(8)  # traffic in the log (flushed every 5 s)
         champion_before = client.get_model_version_by_alias("churn", "champion").version
 
         first = subprocess.Popen(
@@ -591,7 +591,7 @@ def test_the_loop_promotes_on_drift_and_rolls_back_a_worse_candidate(served, pla
             stderr=subprocess.STDOUT,
             text=True,
         )
-        time.sleep(15)
+        time.sleep(10)  # the first pass holds the loop by now (drift takes longer than this)
         second = cli("monitor", "--config", str(config), env=platform_env, check=False)
         out1, _ = first.communicate(timeout=600)
         assert first.returncode == 0, out1[-5000:]
@@ -615,7 +615,7 @@ def test_the_loop_promotes_on_drift_and_rolls_back_a_worse_candidate(served, pla
         start = next(e for e in reversed(events) if e.action == "rollout-start")
         assert start.rollout["origin"]["monitor_run"] == promoted.info.run_id
 
-        cli("data", "--entities", "2000", "--seed", "2", "--shift", "1", "--flip-labels", env=platform_env)
+        cli("data", "--entities", "1500", "--seed", "2", "--shift", "1", "--flip-labels", env=platform_env)
         out2 = cli("monitor", "--config", str(config), "--force", env=platform_env).stdout
         assert "rolled back v" in out2 and "online test" in out2, out2[-5000:]
         assert client.get_model_version_by_alias("churn", "champion").version == champion

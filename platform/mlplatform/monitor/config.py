@@ -45,7 +45,9 @@ class DriftConfig(StrictModel):
         description="Numeric columns to treat as categorical (codes); string and boolean columns always are.",
     )
     features: list[str] | None = Field(
-        None, description="Features to compare (default: every column both tables share, but ids, labels, log fields)."
+        None,
+        description="Features to compare (default: a dataset version's features, else every column of the tables "
+        "but the inference log's own fields; list them to leave out ids and labels of plain Parquet).",
     )
     performance_drop: float = Field(
         0.05, gt=0, le=1, description="Labelled AUC this far below the version's validation AUC is performance drift."
