@@ -368,6 +368,10 @@ def delete_apps(env: dict) -> None:
     time.sleep(3)
 
 
+#: variant → rows its inference log held after the run (the L variants).
+LOGGED: dict[str, int] = {}
+
+
 def logged_rows(home: Path) -> int:
     """Rows the inference log holds (written by the last flush, 5 s at most after the load)."""
     import pyarrow.dataset as pads
@@ -419,7 +423,7 @@ def bench_platform(fast: bool, workdir: Path, models: list[Path], wanted: set[st
                 )
             measure(v, url, args, results, sticky=v.startswith("e"))
             if v.endswith("L"):
-                results.setdefault("inference_log_rows", {})[v] = logged_rows(home)
+                LOGGED[v] = logged_rows(home)
     finally:
         subprocess.run([str(BIN / "mlplatform"), "down"], env=env, capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
@@ -464,7 +468,7 @@ def main() -> int:
             print(
                 f"{name:<8} {c:>5} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['non_2xx']:8} {ratio:>10}"
             )
-    out = save("serve", {"args": vars(args), "cpus": os.cpu_count(), "results": results})
+    out = save("serve", {"args": vars(args), "cpus": os.cpu_count(), "results": results, "inference_log_rows": LOGGED})
     print(f"\nwritten to {out}")
     shutil.rmtree(workdir, ignore_errors=True)
     return 0

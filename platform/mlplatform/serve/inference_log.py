@@ -266,13 +266,12 @@ class InferenceLog:
             requests, self._requests, self._buffered = self._requests, [], 0
             feedback, self._feedback = self._feedback, []
         written = 0
-        groups: dict[str, list[tuple]] = {}  # one file per partition
+        groups: dict[tuple[int, str], list[tuple]] = {}  # one file per partition: (hour since the epoch, version)
         for ts, record in requests:
-            when = datetime.fromtimestamp(ts, timezone.utc)
-            groups.setdefault(partition_path(self._fs_root, REQUESTS, self.app, when, record.version), []).append(
-                (ts, record)
-            )
-        for folder, rows in groups.items():
+            groups.setdefault((int(ts // 3600), record.version), []).append((ts, record))
+        for (hour, version), rows in groups.items():
+            when = datetime.fromtimestamp(hour * 3600, timezone.utc)
+            folder = partition_path(self._fs_root, REQUESTS, self.app, when, version)
             n = sum(len(r.features) for _, r in rows)
             written += self._write(folder, lambda rows=rows: self._request_table(rows), n)
         if feedback:
@@ -304,35 +303,31 @@ class InferenceLog:
         return n
 
     def _request_table(self, rows: list[tuple]) -> pa.Table:
-        ids: list[str | None] = []
-        index: list[int] = []
-        ts: list[int] = []
-        model: list[str] = []
-        route: list[str] = []
-        latency: list[float] = []
-        preds: list[np.ndarray] = []
-        matrices: list[np.ndarray] = []
-        for t, r in rows:
-            n = len(r.features)
-            ids += [r.request_id] * n
-            index += range(n)
-            ts += [int(t * 1e6)] * n
-            model += [r.model] * n
-            route += [r.route] * n
-            latency += [r.latency_ms] * n
-            preds.append(np.asarray(r.prediction, dtype=np.float64).reshape(n, -1)[:, 0])
-            matrices.append(np.asarray(r.features, dtype=np.float32).reshape(n, len(self.features)))
-        x = np.vstack(matrices)
+        # Column-wise with NumPy: this runs in the writer thread while the replica serves, holding the GIL.
+        records = [r for _, r in rows]
+        counts = np.fromiter((len(r.features) for r in records), dtype=np.int64, count=len(records))
+        starts = np.cumsum(counts) - counts
+        total = int(counts.sum())
+
+        def per_row(values: list, dtype: Any) -> np.ndarray:
+            return np.repeat(np.asarray(values, dtype=dtype), counts)
+
+        x = np.concatenate([r.features for r in records]).astype(np.float32, copy=False)
+        preds = np.concatenate([r.prediction for r in records]).astype(np.float64, copy=False)
+        if preds.ndim == 2:  # one column per output: the first is the score
+            preds = preds[:, 0]
         features = pa.StructArray.from_arrays([pa.array(x[:, j]) for j in range(x.shape[1])], names=self.features)
         return pa.table(
             {
-                "request_id": pa.array(ids, pa.string()),
-                "row": pa.array(index, pa.int32()),
-                "ts": pa.array(ts, pa.timestamp("us", tz="UTC")),
-                "model": pa.array(model, pa.string()),
-                "route": pa.array(route, pa.string()),
-                "latency_ms": pa.array(latency, pa.float32()),
-                "prediction": pa.array(np.concatenate(preds)),
+                "request_id": pa.array(per_row([r.request_id for r in records], object), pa.string()),
+                "row": pa.array(np.arange(total) - np.repeat(starts, counts), pa.int32()),
+                "ts": pa.array((per_row([t for t, _ in rows], np.float64) * 1e6).astype(np.int64)).cast(
+                    pa.timestamp("us", tz="UTC")
+                ),
+                "model": pa.array(per_row([r.model for r in records], object), pa.string()),
+                "route": pa.array(per_row([r.route for r in records], object), pa.string()),
+                "latency_ms": pa.array(per_row([r.latency_ms for r in records], np.float32)),
+                "prediction": pa.array(preds),
                 "features": features,
             }
         )
