@@ -122,7 +122,9 @@ class InferenceLog:
         self.dropped = 0
         self._failures = 0
         self._wake = threading.Event()
+        self._woken = False
         self._stop = threading.Event()
+        self._rate, self._max_rows, self._flush_rows = cfg.sample_rate, cfg.max_buffer_rows, cfg.flush_rows
         self._thread: threading.Thread | None = None
         if start:
             self._thread = threading.Thread(target=self._run, name=f"inference-log-{app}", daemon=True)
@@ -131,26 +133,29 @@ class InferenceLog:
     # ------------------------------------------------------------------------------ request path
 
     def __call__(self, record: ServedRequest) -> None:
-        """Sample and buffer one answered request (the observer hook); never blocks, never raises."""
-        if self.cfg.sample_rate < 1 and random.random() >= self.cfg.sample_rate:
+        """Sample and buffer one answered request (the observer hook); never blocks, never raises.
+
+        This runs on every answered request, so it does the least it can: the config's numbers are plain
+        attributes, and the writer thread is woken once per full buffer, not once per request after it.
+        """
+        if self._rate < 1 and random.random() >= self._rate:
             return
         n = len(record.features)
         with self._lock:
-            if self._buffered + n > self.cfg.max_buffer_rows:
+            if self._buffered + n > self._max_rows:
                 self._drop(n, "buffer full")
                 return
             self._requests.append((time.time(), record))
             self._buffered += n
-            if record.request_id is not None:
-                self._remember(record.request_id, n)
-            full = self._buffered >= self.cfg.flush_rows
-        if full:
+            recent = self._recent
+            recent[record.request_id] = n
+            if len(recent) > RECENT_IDS:
+                recent.popitem(last=False)
+            wake = self._buffered >= self._flush_rows and not self._woken
+            if wake:
+                self._woken = True
+        if wake:
             self._wake.set()
-
-    def _remember(self, request_id: str, rows: int) -> None:
-        self._recent[request_id] = rows
-        if len(self._recent) > RECENT_IDS:
-            self._recent.popitem(last=False)
 
     def _drop(self, n: int, why: str) -> None:
         self.dropped += n
@@ -265,6 +270,7 @@ class InferenceLog:
         with self._lock:
             requests, self._requests, self._buffered = self._requests, [], 0
             feedback, self._feedback = self._feedback, []
+            self._woken = False
         written = 0
         groups: dict[tuple[int, str], list[tuple]] = {}  # one file per partition: (hour since the epoch, version)
         for ts, record in requests:
