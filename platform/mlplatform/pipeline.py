@@ -286,14 +286,9 @@ def monitor_step(cfg: MonitorJobConfig, opts: JobOptions = JobOptions()) -> Pass
 
     def rollout(rollout_cfg: RolloutConfig, origin: dict[str, Any]) -> RolloutResult:
         model = control.served(rollout_cfg.app).args.model_name
-        judge = log_judge(rollout_cfg.app, rollout_cfg.online_test, root=cfg.monitor.log_path)
-        result = run_rollout(
-            rollout_cfg,
-            control,
-            cluster_stats(model),
-            online=judge if rollout_cfg.online_test else None,
-            origin=origin,
-        )
+        online = rollout_cfg.online_test
+        judge = log_judge(rollout_cfg.app, online, root=cfg.monitor.log_path) if online else None
+        result = run_rollout(rollout_cfg, control, cluster_stats(model), online=judge, origin=origin)
         _print_rollout(result)
         return result
 
