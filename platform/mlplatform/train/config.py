@@ -53,10 +53,10 @@ class GateConfig(StrictModel):
         2.0, ge=1, description="Guard: p99 predict latency of a batch may be at most this × the champion's."
     )
     latency_slack_ms: float = Field(
-        2.0,
+        5.0,
         ge=0,
         description="Guard: latency differences below this many ms never fail the gate (a batch timed on a busy "
-        "machine varies by more than that; deeper trees are legitimately slower).",
+        "machine varies by more than that; deeper trees are legitimately slower); as the rollout's p99_slack_ms.",
     )
     latency_batch_rows: int = Field(256, ge=1, description="Rows of the batch whose predict latency is timed.")
     min_auc: float = Field(0.6, ge=0, le=1, description="Absolute: least val_auc of a first champion.")
