@@ -118,9 +118,14 @@ def labelled_requests(app: str, since: datetime, *, root: str | None = None) -> 
     labels = read_feedback(window)
     parts = []
     for path in window.files:
-        table = pq.read_table(
-            path, filesystem=window.filesystem, columns=["request_id", "row", "ts", "route", "prediction", "features"]
-        )
+        try:
+            table = pq.read_table(
+                path,
+                filesystem=window.filesystem,
+                columns=["request_id", "row", "ts", "route", "prediction", "features"],
+            )
+        except (OSError, pa.ArrowException):  # damaged past its footer: the drift report lists such files
+            continue
         table = table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
         parts.append(flatten_log(table, labels))
     if not parts:
