@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 from mlplatform.data.config import FieldSpec, SourceSpec
 from mlplatform.data.contract import REASON, validate_batch
-from mlplatform.data.ingest import _files, _hidden
+from mlplatform.data.ingest import _files
 from mlplatform.data.sources._lines import split_lines
 from mlplatform.data.sources.jsonl import parse_json_lines
+from mlplatform.data.version import hidden as _hidden
 
 
 @pytest.mark.parametrize(

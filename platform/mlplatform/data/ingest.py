@@ -44,6 +44,7 @@ from mlplatform.data.version import (
     find_version,
     fingerprint,
     hash_frame,
+    hidden,
     load_version,
 )
 from mlplatform.errors import ConfigError, DataContractError
@@ -71,12 +72,6 @@ def feature_columns(cfg: DataConfig) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ reading
-
-
-def _hidden(relative: str) -> bool:
-    """A path below a source's root that is not data: a hidden or temporary file or folder anywhere in it
-    (``.ipynb_checkpoints/``, ``_temporary/``, ``.part-0.crc``, ``_SUCCESS``), as Spark and Hive treat them."""
-    return any(part.startswith((".", "_")) for part in relative.split("/") if part)
 
 
 def _files(source: SourceSpec) -> tuple[list[dict[str, Any]], list[str]]:
@@ -107,7 +102,7 @@ def _files(source: SourceSpec) -> tuple[list[dict[str, Any]], list[str]]:
     files, skipped = [], []
     for i in sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path):
         shown = f"{scheme}{i.path}" if scheme and scheme != "file://" else i.path
-        if _hidden(os.path.relpath(i.path, base)):
+        if hidden(os.path.relpath(i.path, base)):
             skipped.append(shown)
         else:
             files.append({"path": shown, "size": i.size})

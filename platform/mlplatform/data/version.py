@@ -62,6 +62,12 @@ STALE_AFTER_S = 24 * 3600
 _TMP = ".tmp-"
 
 
+def hidden(relative: str) -> bool:
+    """A path below a data folder's root that is not data: a hidden or temporary file or folder anywhere in it
+    (``.ipynb_checkpoints/``, ``_temporary/``, ``.part-0.crc``, ``_SUCCESS``), as Spark and Hive treat them."""
+    return any(part.startswith((".", "_")) for part in relative.split("/") if part)
+
+
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """(pyarrow filesystem, path in it) for a local path or a URI (file://, s3://, gs://, ...)."""
     if "://" in path:

@@ -270,9 +270,9 @@ def compare(
     pending = {f: task.remote(f, kinds[f], ref_refs, cur_refs) for f in both}
 
     # The current side's log fields, for prediction and performance drift (a few columns, in the driver).
-    cur_blocks = ray.get(cur_refs)
+    cur_blocks, ref_blocks = ray.get(cur_refs), ray.get(ref_refs)
     cur_rows = sum(b.num_rows for b in cur_blocks)
-    ref_rows = sum(b.num_rows for b in ray.get(ref_refs))
+    ref_rows = sum(b.num_rows for b in ref_blocks)
     side: dict[str, np.ndarray] = {}
     for c in ("prediction", "label"):
         if any(c in b.column_names for b in cur_blocks):
@@ -294,7 +294,7 @@ def compare(
     prediction = None
     if "prediction" in side:
         if "prediction" in ref.columns:
-            ref_scores = _column(ray.get(ref_refs), "prediction").cast(pa.float64()).to_numpy()
+            ref_scores = _column(ref_blocks, "prediction").cast(pa.float64()).to_numpy()
         elif model is not None:
             score = ray.remote(_score_task).options(num_cpus=1)
             ref_scores = ray.get(score.remote(model[0], model[1], tracking_uri, both, ref_refs))

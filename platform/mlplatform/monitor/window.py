@@ -17,7 +17,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from mlplatform.data.version import MANIFEST, filesystem, load_version
+from mlplatform.data.version import MANIFEST, filesystem, hidden, load_version
 from mlplatform.errors import ConfigError, DataContractError
 from mlplatform.serve.inference_log import FEEDBACK, LOG_FIELDS, REQUESTS, partitioning
 from mlplatform.settings import platform_home
@@ -74,9 +74,7 @@ def _list_parquet(path: str) -> tuple[Any, list[str]]:
     files = [
         i.path
         for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        if i.type == pafs.FileType.File
-        and i.base_name.endswith(".parquet")
-        and not any(p.startswith((".", "_")) for p in i.path[len(root) :].split("/"))
+        if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not hidden(i.path[len(root) :])
     ]
     return fs, sorted(files)
 
@@ -225,7 +223,7 @@ def log_window(app: str, *, root: str | None = None, since: timedelta, until: da
         if fs.get_file_info(folder).type == pafs.FileType.NotFound:
             continue  # a missing partition is an hour without traffic
         for i in fs.get_file_info(pafs.FileSelector(folder, recursive=True)):
-            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith("."):
+            if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not hidden(i.base_name):
                 files.append(i.path)
     if not files:
         raise DataContractError(
@@ -260,7 +258,7 @@ def read_feedback(table: Table) -> pa.Table | None:
     files = [
         i.path
         for i in fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not i.base_name.startswith(".")
+        if i.type == pafs.FileType.File and i.base_name.endswith(".parquet") and not hidden(i.base_name)
     ]
     good, _ = _schemas(fs, files)
     if not good:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from mlplatform.data.version import filesystem, hidden
 from mlplatform.serve.config import InferenceLogConfig
 from mlplatform.serve.router import ServedRequest
 
@@ -103,7 +104,6 @@ class InferenceLog:
         metrics: Any = None,
         start: bool = True,
     ) -> None:
-        from mlplatform.data.version import filesystem
 
         self.cfg = cfg
         self.app = app
@@ -240,7 +240,7 @@ class InferenceLog:
         found: set[tuple[str, int]] = set()
         for info in infos:
             name = info.base_name
-            if info.type != pafs.FileType.File or name.startswith((".", "_")) or not name.endswith(".parquet"):
+            if info.type != pafs.FileType.File or hidden(name) or not name.endswith(".parquet"):
                 continue
             date = next((p[5:] for p in info.path.split("/") if p.startswith("date=")), None)
             if date not in recent:
