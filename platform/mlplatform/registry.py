@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -25,6 +27,7 @@ __all__ = [
     "resolve_version",
     "model_uri",
     "model_features",
+    "model_extra_file",
     "aliases_of",
     "set_aliases",
     "load_booster",
@@ -103,6 +106,26 @@ def model_features(name: str, version: str, *, tracking_uri: str | None = None) 
     if info.signature is None or info.signature.inputs is None:
         raise RegistryError(f"model {name!r} version {version} has no input signature; re-register it with one")
     return list(info.signature.inputs.input_names())
+
+
+def model_extra_file(name: str, version: str, file: str, *, tracking_uri: str | None = None) -> str | None:
+    """The text of a file logged with the registered version (``extra_files`` of its flavor), or None when the
+    version has no such file (e.g. ``input_schema.json`` of a version registered before it existed)."""
+    import mlflow
+    from mlflow.models import get_model_info
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+    info = get_model_info(model_uri(name, version))
+    listed = [e.get("path") for flavor in info.flavors.values() for e in (flavor.get("extra_files") or [])]
+    if f"extra_files/{file}" not in listed:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"{model_uri(name, version)}/extra_files/{file}", dst_path=tmp
+        )
+        return Path(path).read_text(encoding="utf-8")
 
 
 def aliases_of(model: str, *, tracking_uri: str | None = None) -> dict[str, str]:

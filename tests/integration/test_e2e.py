@@ -6,6 +6,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -47,10 +48,24 @@ def served(platform_env):
     return [i["name"] for i in meta["inputs"]]
 
 
+#: The demo's one categorical feature: the endpoint takes its raw values (the data contract's `allowed`).
+PLANS = ["basic", "pro", "enterprise"]
+
+
 def instance(features, **overrides):
-    row = {f: 1.0 for f in features}
+    row = {f: "pro" if f == "plan" else 1.0 for f in features}
     row.update(overrides)
     return row
+
+
+def tensors(features, n):
+    """One V2 JSON tensor per feature, n rows: "pro" for the categorical plan, 1.0, 2.0, ... otherwise."""
+    return [
+        {"name": f, "shape": [n], "datatype": "BYTES", "data": ["pro"] * n}
+        if f == "plan"
+        else {"name": f, "shape": [n], "datatype": "FP32", "data": [float(i + 1) for i in range(n)]}
+        for f in features
+    ]
 
 
 def test_platform_status_and_up_twice(platform_env):
@@ -72,8 +87,9 @@ def test_v2_infer_health_and_metadata(served):
     assert requests.get(f"{URL}/v2/health/live", timeout=10).status_code == 200
     meta = requests.get(f"{URL}/v2/models/churn", timeout=10)
     assert meta.status_code == 200 and "x-model-version" in meta.headers
-    inputs = [{"name": f, "shape": [2], "datatype": "FP32", "data": [1.0, 2.0]} for f in served]
-    r = requests.post(f"{URL}/v2/models/churn/infer", json={"id": "r1", "inputs": inputs}, timeout=10)
+    plan = next(i for i in meta.json()["inputs"] if i["name"] == "plan")
+    assert plan["datatype"] == "BYTES" and plan["parameters"]["categories"] == PLANS, plan
+    r = requests.post(f"{URL}/v2/models/churn/infer", json={"id": "r1", "inputs": tensors(served, 2)}, timeout=10)
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["id"] == "r1" and out["outputs"][0]["shape"] == [2]
@@ -108,7 +124,8 @@ def test_bad_requests_get_4xx_naming_the_problem(served, make_body, status, need
     assert ok.status_code == 200
 
 
-def test_tritonclient_calls_the_v2_endpoint(served):
+@pytest.mark.parametrize("binary", [True, False], ids=["binary (default)", "json"])
+def test_tritonclient_calls_the_v2_endpoint(served, binary):
     import numpy as np
     import tritonclient.http as httpclient
 
@@ -119,18 +136,114 @@ def test_tritonclient_calls_the_v2_endpoint(served):
     assert [i["name"] for i in meta["inputs"]] == served
     inputs = []
     for name in served:
-        tensor = httpclient.InferInput(name, [3], "FP32")
-        tensor.set_data_from_numpy(np.array([1.0, 2.0, 3.0], dtype=np.float32), binary_data=False)
+        if name == "plan":
+            tensor = httpclient.InferInput(name, [3], "BYTES")
+            tensor.set_data_from_numpy(np.array([b"basic", b"pro", b"enterprise"], dtype=object), binary_data=binary)
+        else:
+            tensor = httpclient.InferInput(name, [3], "FP32")
+            tensor.set_data_from_numpy(np.array([1.0, 2.0, 3.0], dtype=np.float32), binary_data=binary)
         inputs.append(tensor)
-    result = client.infer("churn", inputs, outputs=[httpclient.InferRequestedOutput("predict", binary_data=False)])
+    outputs = None if binary else [httpclient.InferRequestedOutput("predict", binary_data=False)]
+    result = client.infer("churn", inputs, outputs=outputs, headers={"x-model-version": "1"})
     preds = result.as_numpy("predict")
-    assert preds.shape == (3,) and ((preds >= 0) & (preds <= 1)).all()
+    rows = [{f: ("basic", "pro", "enterprise")[i] if f == "plan" else float(i + 1) for f in served} for i in range(3)]
+    v1 = requests.post(PREDICT, json={"instances": rows}, headers={"x-model-version": "1"}, timeout=10).json()
+    assert preds.tolist() == v1["predictions"]
+
+
+@pytest.fixture(scope="session")
+def kserve_python():
+    """A venv with KServe's client (kserve pins pandas < 3 and protobuf < 7, so not ours), kept in .venv-kserve."""
+    venv = ROOT / ".venv-kserve"
+    python = venv / "bin" / "python"
+    if not (venv / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
+        out = subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "kserve==0.21.0"], capture_output=True, text=True, timeout=900
+        )
+        if out.returncode != 0:
+            pytest.skip(f"cannot install KServe's client here (no package index?): {out.stderr[-500:]}")
+        (venv / ".installed").touch()
+    return python
+
+
+def test_kserve_client_calls_the_v2_endpoint_binary_and_json(served, kserve_python):
+    rows = {f: ["enterprise", "basic"] if f == "plan" else [3.0, 0.5] for f in served}
+    out = subprocess.run(
+        [str(kserve_python), str(ROOT / "tests" / "clients" / "kserve_v2.py"), URL, "churn", json.dumps(rows)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["live"] and got["ready"]
+    assert len(got["binary"]) == 2 and got["binary"] == got["json"]
+    assert all(0 <= p <= 1 for p in got["binary"])
+
+
+def test_raw_values_predict_exactly_as_training_does(served, platform_env):
+    """A customer's raw record (plan as the CSV has it) → the endpoint, against the training-time path: ingest's
+    encoded row of the same customer → the registered booster."""
+    import csv
+
+    import numpy as np
+    import pyarrow.parquet as pq
+    from mlplatform.data.version import load_version
+    from mlplatform.registry import load_booster, model_uri
+
+    home = Path(platform_env["MLPLATFORM_HOME"])
+    state = load_state(home)
+    dataset = sorted((home / "datasets" / "churn").iterdir(), key=lambda p: p.stat().st_mtime)[-1]
+    version = load_version(str(dataset))
+    table = pq.ParquetDataset(version.table_files).read().to_pandas()
+    with open(home / "data" / "demo" / "profiles.csv") as f:
+        raw_plan = {int(r["entity_id"]): r["plan"] for r in csv.DictReader(f)}
+    booster = load_booster(model_uri("churn", "1"), state.mlflow_url)
+    checked = set()
+    for _, row in table.iterrows():
+        plan = raw_plan[int(row["entity_id"])]
+        if plan in checked:
+            continue
+        checked.add(plan)
+        expected = booster.inplace_predict(row[served].to_numpy(dtype=np.float32)[None, :])
+        raw = {f: (plan if f == "plan" else (None if math.isnan(row[f]) else float(row[f]))) for f in served}
+        r = requests.post(PREDICT, json={"instances": [raw]}, headers={"x-model-version": "1"}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert np.float32(r.json()["predictions"][0]) == np.float32(expected[0]), (plan, raw)
+    assert checked == set(PLANS)
+    r = requests.post(PREDICT, json={"instances": [instance(served, plan="gold")]}, timeout=10)
+    assert r.status_code == 400 and "'gold'" in r.json()["error"] and "basic" in r.json()["error"]
+
+
+def test_no_serve_port_listens_beyond_loopback(served):
+    """HAProxy's frontend, stats and metrics, and every replica port it routes to, are on 127.0.0.1 only."""
+    import psutil
+
+    haproxy = [p for p in psutil.process_iter(["name"]) if p.info["name"] == "haproxy"]
+    assert haproxy, "no HAProxy process: `mlplatform up` should serve through Serve's HAProxy ingress"
+    listening = [c for c in psutil.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+    by_port: dict[int, set[str]] = {}
+    for c in listening:
+        by_port.setdefault(c.laddr.port, set()).add(c.laddr.ip)
+    pids = {p.pid for p in haproxy}
+    mine = [c for c in listening if c.pid in pids]
+    assert {c.laddr.port for c in mine} >= {8000, 8404, 9101}, mine
+    assert all(c.laddr.ip == "127.0.0.1" for c in mine), mine
+    # The replicas HAProxy routes to: the `server` lines of the config it runs with.
+    config = next(a for p in haproxy for a in p.cmdline() if a.endswith(".loopback"))
+    servers = [line.split()[2] for line in Path(config).read_text().splitlines() if line.strip().startswith("server ")]
+    assert servers, Path(config).read_text()[-2000:]
+    for server in servers:
+        host, port = server.rsplit(":", 1)
+        assert host == "127.0.0.1" and by_port.get(int(port)) == {"127.0.0.1"}, (server, by_port.get(int(port)))
 
 
 @pytest.mark.parametrize(
     "make_inputs,needle",
     [
         (lambda f: [{"name": f[0], "shape": [2], "datatype": "BYTES", "data": ["a", "b"]}], "BYTES"),
+        (lambda f: tensors(f, 1)[:1] + [{**tensors(f, 1)[1], "datatype": "FP32", "data": [1.0]}], "plan"),
         (lambda f: [{"name": x, "shape": [3], "datatype": "FP32", "data": [1.0, 2.0]} for x in f], "shape"),
         (lambda f: [{"name": x, "shape": [1], "datatype": "FP32", "data": [1.0]} for x in f[1:]], "age"),
     ],

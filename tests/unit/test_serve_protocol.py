@@ -293,13 +293,13 @@ def _tensor(**kw):
         ),
         (
             {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "parameters": {"binary_data_size": 12}}]},
-            "binary tensor data is not supported",
+            "has parameters.binary_data_size but the request has no inference-header-content-length header",
         ),
         ({"inputs": [{"name": "x", "datatype": "FP32", "data": [1, 2, 3]}]}, r"\('x'\) has no 'shape'"),
         ({"inputs": [{"name": "x", "shape": [1, 3], "data": [1, 2, 3]}]}, r"\('x'\) has no 'datatype'"),
         (
             _tensor(datatype="BYTES"),
-            r"inputs\[0\] \('x'\): datatype \"BYTES\" is not supported; use one of FP32",
+            r"inputs\[0\] \('x'\): datatype BYTES; one \[n, 3\] tensor takes a number type",
         ),
         (_tensor(datatype="FP16"), r"datatype \"FP16\" is not supported"),
         (

@@ -9,6 +9,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+from mlplatform.data.schema import FeatureSchema, InputSchema
 from mlplatform.errors import ConfigError
 from mlplatform.serve.auth import ApiKeyAuth
 from mlplatform.serve.config import AppArgs
@@ -19,8 +20,8 @@ FEATURES = ["a", "b"]
 ROW = {"a": 1.0, "b": 2.0}
 
 
-def call(app, method, path, body=None, headers=None, chunks=None):
-    """One HTTP request through the ASGI app: (status, headers, JSON body)."""
+def call(app, method, path, body=None, headers=None, chunks=None, raw=False):
+    """One HTTP request through the ASGI app: (status, headers, JSON body — or the bytes, with `raw`)."""
     if body is not None and not isinstance(body, bytes):
         body = json.dumps(body).encode()
     parts = chunks if chunks is not None else [body or b""]
@@ -60,7 +61,7 @@ def call(app, method, path, body=None, headers=None, chunks=None):
     start = next(m for m in sent if m["type"] == "http.response.start")
     data = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     headers_out = {k.decode().lower(): v.decode() for k, v in start["headers"]}
-    return start["status"], headers_out, json.loads(data) if data else None
+    return start["status"], headers_out, data if raw else json.loads(data) if data else None
 
 
 class _Method:
@@ -94,7 +95,7 @@ class FakeHandle:
         self.version_info = _Method(version_info)
 
 
-def make(auth="none", keys=None, handles=None, admin_keys=None, apply_policy=None, observers=(), **args):
+def make(auth="none", keys=None, handles=None, admin_keys=None, apply_policy=None, observers=(), schema=None, **args):
     parsed = AppArgs.model_validate(
         {
             "model_name": "m",
@@ -114,6 +115,7 @@ def make(auth="none", keys=None, handles=None, admin_keys=None, apply_policy=Non
         apply_policy=apply_policy,
         observers=observers,
         app_name="churn-app",
+        schema=schema,
     )
     return core, create_app(core)
 
@@ -173,15 +175,15 @@ def test_v2_infer_routes():
     )
     status, _, body = call(app, "POST", "/v2/models/m/versions/9/infer", doc)
     assert status == 404 and "version '9'" in body["error"]
-    status, _, body = call(app, "POST", "/v2/models/m/infer", doc, headers={"Inference-Header-Content-Length": "10"})
-    assert status == 400 and "binary tensor data is not supported" in body["error"]
+    status, _, body = call(app, "POST", "/v2/models/m/infer", doc, headers={"Inference-Header-Content-Length": "x"})
+    assert status == 400 and 'inference-header-content-length is "x"' in body["error"]
     status, _, body = call(
         app,
         "POST",
         "/v2/models/m/infer",
         {"inputs": [{"name": "in", "shape": [1, 2], "datatype": "BYTES", "data": [1, 2]}]},
     )
-    assert status == 400 and '"BYTES" is not supported' in body["error"]
+    assert status == 400 and "datatype BYTES; one [n, 2] tensor takes a number type" in body["error"]
 
 
 def test_unknown_model_and_paths():
@@ -570,3 +572,238 @@ def test_a_failing_observer_never_costs_the_client_its_answer():
     for _ in range(3):
         assert call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[0] == 200
     assert core.observer_failures == 3 and len(seen) == 3
+
+
+# ------------------------------------------------------------------- raw categories, binary tensors
+
+PLANS = ["basic", "pro", "enterprise"]
+SCHEMA = InputSchema(
+    features=[
+        FeatureSchema(name="a", kind="numeric", nullable=False, example=2.5),
+        FeatureSchema(name="b", kind="categorical", nullable=True, categories=PLANS, example="basic"),
+    ]
+)
+
+
+def test_categorical_features_take_their_raw_values_encoded_as_in_training():
+    _, app = make(schema=SCHEMA)
+    # "pro" is index 1 of the categories, the code ingest gave it: the fake model sums a + code.
+    status, _, body = call(app, "POST", "/v1/models/m:predict", {"instances": [{"a": 1, "b": "pro"}]})
+    assert (status, body["predictions"]) == (200, [2.0])
+    doc = {
+        "inputs": [
+            {"name": "a", "shape": [2], "datatype": "FP32", "data": [1, 1]},
+            {"name": "b", "shape": [2], "datatype": "BYTES", "data": ["enterprise", "basic"]},
+        ]
+    }
+    status, _, body = call(app, "POST", "/v2/models/m/infer", doc)
+    assert (status, body["outputs"][0]["data"]) == (200, [3.0, 1.0])
+    status, _, meta = call(app, "GET", "/v2/models/m")
+    assert meta["inputs"] == [
+        {"name": "a", "datatype": "FP32", "shape": [-1], "parameters": {"nullable": False, "example": 2.5}},
+        {
+            "name": "b",
+            "datatype": "BYTES",
+            "shape": [-1],
+            "parameters": {"nullable": True, "categories": PLANS, "example": "basic"},
+        },
+    ]
+
+
+@pytest.mark.parametrize(
+    "path,doc,needle",
+    [
+        (
+            "/v1/models/m:predict",
+            {"instances": [{"a": 1, "b": "gold"}]},
+            "feature 'b' of instances[0] is \"gold\", not one of ['basic', 'pro', 'enterprise']",
+        ),
+        (
+            "/v1/models/m:predict",
+            {"instances": [{"a": 1, "b": 1}]},
+            "feature 'b' of instances[0] takes one of ['basic', 'pro', 'enterprise'] (a string), got a number 1",
+        ),
+        (
+            "/v1/models/m:predict",
+            {"instances": [{"a": "pro", "b": "pro"}]},
+            "feature 'a' of instances[0] must be a number, got a string \"pro\"",
+        ),
+        (
+            "/v2/models/m/infer",
+            {
+                "inputs": [
+                    {"name": "a", "shape": [1], "datatype": "FP32", "data": [1]},
+                    {"name": "b", "shape": [1], "datatype": "FP32", "data": [1]},
+                ]
+            },
+            "inputs[1] ('b'): datatype FP32 does not match the model's metadata: the input takes BYTES",
+        ),
+        (
+            "/v2/models/m/infer",
+            {
+                "inputs": [
+                    {"name": "a", "shape": [1], "datatype": "BYTES", "data": ["1"]},
+                    {"name": "b", "shape": [1], "datatype": "BYTES", "data": ["pro"]},
+                ]
+            },
+            "inputs[0] ('a'): datatype BYTES does not match the model's metadata: the input takes a number type",
+        ),
+        (
+            "/v2/models/m/infer",
+            {"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]},
+            "this model has categorical feature(s) ['b']; send one tensor per feature",
+        ),
+    ],
+)
+def test_categorical_mistakes_get_a_4xx_naming_the_field(path, doc, needle):
+    _, app = make(schema=SCHEMA)
+    status, _, body = call(app, "POST", path, doc)
+    assert status == 400 and needle in body["error"], body
+    assert call(app, "POST", "/v1/models/m:predict", {"instances": [{"a": 1, "b": "basic"}]})[0] == 200
+
+
+def _triton_body(inputs, outputs=None):
+    """A request body exactly as tritonclient.http builds it (binary tensors by default)."""
+    from tritonclient.http._utils import _get_inference_request
+
+    body, json_size = _get_inference_request(inputs, "", outputs, 0, False, False, 0, None, None)
+    return body, ({"Inference-Header-Content-Length": str(json_size)} if json_size is not None else {})
+
+
+def test_binary_tensors_in_and_out_as_tritonclient_sends_them():
+    import tritonclient.http as httpclient
+
+    _, app = make(schema=SCHEMA)
+    a = httpclient.InferInput("a", [3], "FP64")
+    a.set_data_from_numpy(np.array([1.0, 2.0, 3.0]))
+    b = httpclient.InferInput("b", [3], "BYTES")
+    b.set_data_from_numpy(np.array([b"pro", b"enterprise", b"basic"], dtype=object))
+    for outputs in (None, [httpclient.InferRequestedOutput("predict")]):  # both default to binary output
+        body, headers = _triton_body([a, b], outputs)
+        status, out_headers, data = call(app, "POST", "/v2/models/m/infer", body, headers=headers, raw=True)
+        assert status == 200, data
+        result = httpclient.InferResult.from_response_body(
+            data, header_length=int(out_headers["inference-header-content-length"])
+        )
+        assert result.as_numpy("predict").tolist() == [2.0, 4.0, 3.0]
+    # JSON output asked for, binary input: a JSON answer.
+    body, headers = _triton_body([a, b], [httpclient.InferRequestedOutput("predict", binary_data=False)])
+    status, _, out = call(app, "POST", "/v2/models/m/infer", body, headers=headers)
+    assert (status, out["outputs"][0]["data"]) == (200, [2.0, 4.0, 3.0])
+
+
+def _binary_request(tensors: list[tuple[dict, bytes]], header_length=None, extra=b""):
+    head = json.dumps({"inputs": [t for t, _ in tensors]}).encode()
+    body = head + b"".join(data for _, data in tensors) + extra
+    return body, {"Inference-Header-Content-Length": str(len(head) if header_length is None else header_length)}
+
+
+def _bytes_tensor(values: list[bytes]) -> bytes:
+    return b"".join(len(v).to_bytes(4, "little") + v for v in values)
+
+
+@pytest.mark.parametrize(
+    "tensors,header_length,extra,needle",
+    [
+        # a binary payload shorter than declared
+        (
+            [
+                ({"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}, b"\0" * 4),
+                ({"name": "b", "shape": [2], "datatype": "BYTES", "parameters": {"binary_data_size": 0}}, b""),
+            ],
+            None,
+            b"",
+            "binary_data_size is 8 bytes, but only 4 bytes of binary data remain",
+        ),
+        # sizes that do not fit the datatype
+        (
+            [({"name": "a", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": 6}}, b"\0" * 6)],
+            None,
+            b"",
+            "binary_data_size is 6 bytes, but 2 FP32 values take 8",
+        ),
+        # a wrong header length: the JSON part is cut
+        (
+            [({"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}, b"\0" * 4)],
+            10,
+            b"",
+            "malformed JSON",
+        ),
+        # a header length past the body
+        (
+            [({"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}, b"\0" * 4)],
+            10_000,
+            b"",
+            "at most the body's",
+        ),
+        # bytes left over after the declared tensors
+        (
+            [
+                ({"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}, b"\0" * 4),
+                (
+                    {"name": "b", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 7}},
+                    _bytes_tensor([b"pro"]),
+                ),
+            ],
+            None,
+            b"junk",
+            "bytes after the tensors' declared binary data",
+        ),
+        # a BYTES element that claims more than there is
+        (
+            [
+                ({"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}, b"\0" * 4),
+                (
+                    {"name": "b", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 7}},
+                    (99).to_bytes(4, "little") + b"pro",
+                ),
+            ],
+            None,
+            b"",
+            "BYTES element 0 declares 99 bytes, only 3 remain",
+        ),
+        # mixed JSON and binary inputs, binary infinity
+        (
+            [
+                (
+                    {"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}},
+                    np.array([np.inf], dtype="<f4").tobytes(),
+                ),
+                ({"name": "b", "shape": [1], "datatype": "BYTES", "data": ["pro"]}, b""),
+            ],
+            None,
+            b"",
+            "inputs[0] ('a'): infinite values are not allowed",
+        ),
+        # an unknown category in binary BYTES
+        (
+            [
+                ({"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}}, b"\0" * 4),
+                (
+                    {"name": "b", "shape": [1], "datatype": "BYTES", "parameters": {"binary_data_size": 8}},
+                    _bytes_tensor([b"gold"]),
+                ),
+            ],
+            None,
+            b"",
+            'is "gold", not one of',
+        ),
+    ],
+)
+def test_bad_binary_requests_get_a_400_naming_the_problem(tensors, header_length, extra, needle):
+    _, app = make(schema=SCHEMA)
+    body, headers = _binary_request(tensors, header_length, extra)
+    status, _, out = call(app, "POST", "/v2/models/m/infer", body, headers=headers)
+    assert status == 400 and needle in out["error"], out
+    # mixed JSON and binary inputs that are right are served
+    good, headers = _binary_request(
+        [
+            (
+                {"name": "a", "shape": [1], "datatype": "FP32", "parameters": {"binary_data_size": 4}},
+                np.array([1.0], dtype="<f4").tobytes(),
+            ),
+            ({"name": "b", "shape": [1], "datatype": "BYTES", "data": ["pro"]}, b""),
+        ]
+    )
+    status, _, out = call(app, "POST", "/v2/models/m/infer", good, headers=headers)
+    assert (status, out["outputs"][0]["data"]) == (200, [2.0])

@@ -148,6 +148,15 @@ class DatasetVersion:
     def profile_path(self) -> str:
         return self._full(self.manifest["files"]["profile"])
 
+    def profile(self) -> dict[str, Any]:
+        """The version's profile (`mlplatform.data.profile`): per feature its kind, nulls, categories, histogram.
+
+        Raises:
+            OSError, ValueError: the profile cannot be read.
+        """
+        fs, path = filesystem(self.profile_path)
+        return _read_json(fs, path)
+
     @property
     def reused(self) -> bool:
         return bool(self.manifest.get("reused"))

@@ -8,7 +8,6 @@ feedback log). Reading itself is Ray Data's (`mlplatform.monitor.drift`).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -179,8 +178,7 @@ def _dataset(path: str) -> Table:
         raise DataContractError(f"dataset version {path} is damaged: {skipped[0]['path']}: {skipped[0]['reason']}")
     categorical: set[str] = set()
     try:
-        with fs.open_input_file(filesystem(version.profile_path)[1]) as f:
-            profile = json.loads(f.read())
+        profile = version.profile()
         categorical = {n for n, s in profile.get("features", {}).items() if s.get("kind") == "categorical"}
     except (OSError, ValueError):
         pass  # no profile: kinds come from the column types

@@ -15,12 +15,13 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from mlplatform.config import parse_config, read_yaml, validation_problems
+from mlplatform.data.schema import InputSchema
 from mlplatform.errors import ConfigError
 from mlplatform.release.serve_api import ServeAdmin
 from mlplatform.release.traffic import TrafficControl
-from mlplatform.serve.app import resolve_app_args
+from mlplatform.serve.app import resolve_app_args, resolve_input_schema
 from mlplatform.serve.config import AppArgs
-from mlplatform.serve.protocol import curl_line
+from mlplatform.serve.protocol import curl_line, example_row, v2_metadata
 
 __all__ = ["Deployment", "load_serve_config", "deploy"]
 
@@ -33,9 +34,11 @@ class Deployment:
     weights: dict[str, float]
     features: list[str]
     auth: str
+    #: A typical instance (the input schema's examples, raw categories), for the printed curl line.
+    example: dict[str, Any]
 
     def curl(self) -> str:
-        return curl_line(self.url, self.model_name, self.features, with_key=self.auth != "none")
+        return curl_line(self.url, self.model_name, self.example, with_key=self.auth != "none")
 
 
 def load_serve_config(path: str, application: str | None = None) -> tuple[dict[str, Any], dict[str, Any], AppArgs]:
@@ -90,6 +93,7 @@ def deploy(
     raw, app, args = load_serve_config(serve_config, application)
     try:
         resolved, features = resolve_app_args(args)
+        schema = resolve_input_schema(resolved, features)
     except ConfigError as exc:
         raise ConfigError(f"{serve_config}: application {app.get('name')!r}: {exc}") from None
     policy = resolved.default_policy()
@@ -113,4 +117,9 @@ def deploy(
         weights=policy["weights"],
         features=features,
         auth=resolved.auth,
+        example=example_row(v2_metadata(resolved.model_name, [], features, _described(schema))),
     )
+
+
+def _described(schema: InputSchema | None) -> list[dict[str, Any]] | None:
+    return [f.model_dump(mode="json") for f in schema.features] if schema is not None else None

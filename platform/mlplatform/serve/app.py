@@ -17,6 +17,7 @@ from typing import Any
 from ray import serve
 
 from mlplatform import registry
+from mlplatform.data.schema import SCHEMA_FILE, InputSchema
 from mlplatform.errors import ConfigError
 from mlplatform.registry import load_booster
 from mlplatform.serve.config import AppArgs, VersionSpec
@@ -25,7 +26,7 @@ from mlplatform.serve.model import Loader, ModelVersion
 from mlplatform.serve.router import PolicyApplier, RequestObserver
 from mlplatform.settings import MLFLOW_TRACKING_URI
 
-__all__ = ["build_app", "make_app", "resolve_app_args"]
+__all__ = ["build_app", "make_app", "resolve_app_args", "resolve_input_schema"]
 
 #: ``(model_name, version, alias, *, tracking_uri) -> concrete version``, as `registry.resolve_version`.
 Resolver = Callable[..., str]
@@ -92,11 +93,49 @@ def resolve_app_args(
     return out, list(features)
 
 
+def resolve_input_schema(args: AppArgs, features: list[str]) -> InputSchema | None:
+    """The input schema the endpoint serves: the one every version was registered with (`input_schema.json`).
+
+    Versions registered without one take their features as numbers; with one, its categoricals take raw values.
+
+    Raises:
+        ConfigError: a schema disagrees with the features, or versions encode a categorical differently (one
+            endpoint encodes a value one way; serve such versions in separate applications).
+    """
+    schemas: dict[str, InputSchema] = {}
+    for spec in args.versions:
+        assert spec.version is not None
+        text = registry.model_extra_file(args.model_name, spec.version, SCHEMA_FILE, tracking_uri=args.tracking_uri)
+        if text is None:
+            continue
+        try:
+            schema = InputSchema.model_validate_json(text)
+        except ValueError as exc:
+            raise ConfigError(f"v{spec.version} of {args.model_name!r} has a malformed {SCHEMA_FILE}: {exc}") from None
+        if schema.names != features:
+            raise ConfigError(
+                f"v{spec.version} of {args.model_name!r}: its {SCHEMA_FILE} lists {schema.names}, "
+                f"its signature {features}"
+            )
+        schemas[spec.version] = schema
+    if not schemas:
+        return None
+    first, schema = next(iter(schemas.items()))
+    for version, other in schemas.items():
+        if other.categories() != schema.categories():
+            raise ConfigError(
+                f"versions of {args.model_name!r} encode categories differently (v{first}: {schema.categories()}, "
+                f"v{version}: {other.categories()}); serve them in separate apps"
+            )
+    return schema
+
+
 def make_app(
     args: dict[str, Any] | AppArgs,
     *,
     loader: Loader = load_booster,
     features: list[str] | None = None,
+    schema: InputSchema | None = None,
     resolver: Resolver = registry.resolve_version,
     apply_policy: PolicyApplier | None = None,
     observers: Sequence[RequestObserver] = (),
@@ -106,7 +145,8 @@ def make_app(
     Args:
         args: the application args.
         loader: ``(model_uri, tracking_uri) -> xgboost.Booster`` run on each version replica.
-        features: override of the feature list.
+        features: override of the feature list (and of the registry's input schema: `schema` then applies).
+        schema: the input schema when `features` is given (None: every feature takes numbers).
         resolver: version/alias → concrete version (default: the MLflow registry).
         apply_policy: how the router's admin route changes traffic cluster-wide (None: it answers 503).
         observers: called by the router with every answered request.
@@ -114,7 +154,10 @@ def make_app(
     Returns:
         The bound application (router + one deployment per version).
     """
+    from_registry = features is None
     resolved, features = resolve_app_args(args, features=features, resolver=resolver)
+    if from_registry:
+        schema = resolve_input_schema(resolved, features)
     name = resolved.model_name
     handles = {}
     for spec in [] if resolved.colocate else resolved.versions:
@@ -155,6 +198,7 @@ def make_app(
         loader=loader if resolved.colocate else None,
         apply_policy=apply_policy,
         observers=list(observers),
+        schema=schema.model_dump(mode="json") if schema is not None else None,
     )
 
 

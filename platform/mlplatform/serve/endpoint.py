@@ -18,11 +18,12 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 from ray.serve.exceptions import RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mlplatform.data.schema import InputSchema
 from mlplatform.errors import ConfigError, RequestError
 from mlplatform.registry import load_booster
 from mlplatform.serve.config import AppArgs
@@ -30,11 +31,13 @@ from mlplatform.serve.inference_log import InferenceLog, valid_label
 from mlplatform.serve.model import Loader, LocalVersion
 from mlplatform.serve.policy import parse_policy
 from mlplatform.serve.protocol import (
+    BINARY_HEADER,
     Parsed,
     load_json,
     parse_v1,
     parse_v2,
     v1_response,
+    v2_binary_response,
     v2_metadata,
     v2_response,
 )
@@ -133,7 +136,13 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     args = core.args
     routing_field = args.sticky.field if args.sticky else None
-    limits = {"max_instances": args.max_instances, "allow_missing": args.allow_missing, "routing_field": routing_field}
+    limits = {
+        "max_instances": args.max_instances,
+        "allow_missing": args.allow_missing,
+        "routing_field": routing_field,
+        "codes": core.codes,
+    }
+    described = [f.model_dump(mode="json") for f in core.schema.features] if core.schema is not None else None
 
     def error(status: int, message: str, **extra: Any) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -247,11 +256,16 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         requested = forced or request.headers.get(VERSION_HEADER)
         if requested:
             core.check_version(requested.strip())
-        if "inference-header-content-length" in request.headers:
-            raise RequestError(400, "binary tensor data is not supported; send JSON tensors (binary_data=False)")
         body = await read_body(request, args.max_body_bytes)
-        parsed = parse_v2(body, core.features, **limits)
+        parsed = parse_v2(body, core.features, header_length=request.headers.get(BINARY_HEADER), **limits)
         version, preds = await answer(request, requested, parsed)
+        if parsed.binary_output:
+            content, header_length = v2_binary_response(core.model_name, version, preds, parsed.request_id)
+            return Response(
+                content,
+                media_type="application/octet-stream",
+                headers={VERSION_HEADER: version, BINARY_HEADER: str(header_length)},
+            )
         return JSONResponse(
             v2_response(core.model_name, version, preds, parsed.request_id), headers={VERSION_HEADER: version}
         )
@@ -268,14 +282,14 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
     async def v2_model_metadata(name: str, request: Request) -> JSONResponse:
         core.auth.check(request.headers)
         core.check_model(name)
-        return JSONResponse(v2_metadata(core.model_name, core.versions, core.features))
+        return JSONResponse(v2_metadata(core.model_name, core.versions, core.features, described))
 
     @app.get("/v2/models/{name}/versions/{version}")
     async def v2_version_metadata(name: str, version: str, request: Request) -> JSONResponse:
         core.auth.check(request.headers)
         core.check_model(name)
         v = core.check_version(version)
-        return JSONResponse(v2_metadata(core.model_name, [v], core.features), headers={VERSION_HEADER: v})
+        return JSONResponse(v2_metadata(core.model_name, [v], core.features, described), headers={VERSION_HEADER: v})
 
     async def ready(name: str | None, version: str | None) -> JSONResponse:
         if name is not None:
@@ -336,7 +350,7 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
 
     @app.get("/v2")
     async def v2_server_metadata() -> JSONResponse:
-        return JSONResponse({"name": "mlplatform", "version": _package_version(), "extensions": []})
+        return JSONResponse({"name": "mlplatform", "version": _package_version(), "extensions": ["binary_tensor_data"]})
 
     app.add_middleware(_ResponseHeaders, served=core.served)
     return app
@@ -380,6 +394,7 @@ class Router:
         loader: with ``colocate``, the model loader each replica uses to load every version itself.
         apply_policy: how the admin route applies a traffic change cluster-wide (None: it answers 503).
         observers: called with every answered request (e.g. the inference log).
+        schema: the versions' input schema as a dict (`mlplatform.data.schema.InputSchema`); None: numbers only.
     """
 
     def __init__(
@@ -390,6 +405,7 @@ class Router:
         loader: Loader | None = None,
         apply_policy: PolicyApplier | None = None,
         observers: Sequence[RequestObserver] = (),
+        schema: dict[str, Any] | None = None,
     ) -> None:
         parsed = AppArgs.model_validate(args)
         if parsed.colocate:
@@ -412,6 +428,7 @@ class Router:
             apply_policy=apply_policy,
             observers=observers,
             app_name=app_name,
+            schema=InputSchema.model_validate(schema) if schema is not None else None,
         )
         if self.inference_log is not None:
             self.inference_log.metrics = self.core.metrics

@@ -22,12 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from mlplatform.data.schema import InputSchema
 from mlplatform.errors import RequestError
 from mlplatform.serve.auth import ApiKeyAuth
 from mlplatform.serve.config import AppArgs
 from mlplatform.serve.metrics import RouterMetrics
 from mlplatform.serve.policy import TrafficPolicy, normalize_version, parse_policy
-from mlplatform.serve.protocol import Parsed
+from mlplatform.serve.protocol import Parsed, codebook
 from mlplatform.serve.shadow import ShadowMirror
 from mlplatform.serve.split import WeightedRendezvous, WeightedRoundRobin
 
@@ -85,6 +86,7 @@ class RouterCore:
         apply_policy: how the admin route applies a change cluster-wide (None: the route answers 503).
         observers: called with every answered request (see `ServedRequest`).
         app_name: the Serve application, for observers (default: the model name).
+        schema: the versions' input schema: its categorical features take raw values (None: numbers only).
 
     Raises:
         ConfigError: auth is api_key but there are no keys.
@@ -101,11 +103,14 @@ class RouterCore:
         apply_policy: PolicyApplier | None = None,
         observers: Sequence[RequestObserver] = (),
         app_name: str | None = None,
+        schema: InputSchema | None = None,
     ):
         self.args = args
         self.model_name = args.model_name
         self.app_name = app_name or args.model_name
         self.features = list(features)
+        self.schema = schema
+        self.codes = codebook(schema.categories() if schema is not None else None)
         self.handles = {str(v): h for v, h in handles.items()}
         self.versions = list(self.handles)
         self.served = ",".join(self.versions)

@@ -13,11 +13,13 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import requests
 
 from mlplatform.errors import DataContractError
+from mlplatform.serve.protocol import categories_of
 
 __all__ = ["LoadReport", "run_load", "dataset_rows"]
 
@@ -52,11 +54,15 @@ def run_load(
     stop: threading.Event | None = None,
     rows: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    categories: dict[str, list[str]] | None = None,
 ) -> LoadReport:
     """Send ~`rps` requests per second for `seconds` (or until `stop` is set); never raises on HTTP errors.
 
     Args:
         rows: [n, features] values to send (NaN = missing), a random row per request; default: random numbers.
+        categories: the categorical features' raw values in code order (default: the endpoint's V2 metadata):
+            a row's code ``i`` (a dataset's encoding) is sent as ``categories[f][i]``, a random number as some
+            category.
         labels: the rows' 0/1 outcomes: each answered request is then labelled through the feedback route
             (in batches of 20 per thread).
     """
@@ -67,6 +73,25 @@ def run_load(
     stop = stop or threading.Event()
     interval = threads / rps
     deadline = time.monotonic() + seconds
+
+    if categories is None:
+        try:
+            meta = requests.get(f"{base_url}/v2/models/{model}", headers=headers, timeout=10).json()
+            categories = categories_of(meta)
+        except (requests.RequestException, ValueError, KeyError, TypeError):
+            categories = {}  # the requests will say what is wrong
+    cats = categories
+
+    def instance(values: np.ndarray) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f, v in zip(features, values, strict=True):
+            if np.isnan(v):
+                out[f] = None
+            elif f in cats:
+                out[f] = cats[f][int(abs(v)) % len(cats[f])]
+            else:
+                out[f] = float(v)
+        return out
 
     def worker(k: int) -> None:
         rng = np.random.default_rng(seed + k)
@@ -91,9 +116,7 @@ def run_load(
             next_at += interval
             pick = int(rng.integers(len(rows))) if rows is not None else None
             values = rows[pick] if rows is not None else rng.normal(10, 5, len(features))
-            body = {
-                "instances": [{f: (None if np.isnan(v) else float(v)) for f, v in zip(features, values, strict=True)}]
-            }
+            body = {"instances": [instance(values)]}
             try:
                 r = session.post(url, json=body, headers=headers, timeout=10)
                 version, status = r.headers.get("x-model-version", "?"), r.status_code

@@ -10,12 +10,14 @@ import hashlib
 import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
 from mlplatform.data.ingest import DatasetVersion
+from mlplatform.data.schema import SCHEMA_FILE, input_schema
 from mlplatform.errors import PlatformError
 from mlplatform.registry import CHALLENGER, CHAMPION, client, git_commit, load_booster, model_uri, set_aliases
 from mlplatform.settings import MLPLATFORM_SUBMITTED_BY, RAY_JOB_ID
@@ -118,35 +120,42 @@ def log_and_register(
                     mlflow.set_tag("error", o.error[:5000])
                 child_runs[o.trial_id] = child.info.run_id
 
+        # The served signature: the raw values each feature takes, categories in ingest's code order.
+        schema = input_schema(dataset.profile(), list(val_df.columns)).model_dump_json(indent=1)
         boosters = {}
-        for rank, o in enumerate(ok[: cfg.register_top]):
-            booster = xgb.Booster()
-            booster.load_model(os.path.join(o.checkpoint_dir, MODEL_FILE))
-            example = val_df.head(5)
-            signature = infer_signature(example, booster.inplace_predict(example.to_numpy(dtype="float32")))
-            with mlflow.start_run(run_id=child_runs[o.trial_id], nested=True):
-                info = mlflow.xgboost.log_model(
-                    booster,
-                    name="model",
-                    model_format="ubj",
-                    signature=signature,
-                    input_example=example.head(2),
-                    registered_model_name=cfg.model_name,
-                )
-                _log_importance(booster)
-                mlflow.log_dict(o.config, "resolved_params.json")
-            version = str(info.registered_model_version)
-            mlflow_client = mlflow.MlflowClient()
-            metrics = {k: v for k, v in _numeric(o.metrics).items() if k.startswith("val_")}
-            for k, v in {
-                **lineage,
-                "mlplatform.trial_id": o.trial_id,
-                "mlplatform.rank": str(rank),
-                **{f"mlplatform.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
-            }.items():
-                mlflow_client.set_model_version_tag(cfg.model_name, version, k, str(v))
-            boosters[version] = booster
-            registered.append(RegisteredVersion(cfg.model_name, version, child_runs[o.trial_id], metrics, ()))
+        with tempfile.TemporaryDirectory(prefix="mlplatform-schema-") as schema_dir:
+            schema_file = os.path.join(schema_dir, SCHEMA_FILE)
+            with open(schema_file, "w") as f:
+                f.write(schema)
+            for rank, o in enumerate(ok[: cfg.register_top]):
+                booster = xgb.Booster()
+                booster.load_model(os.path.join(o.checkpoint_dir, MODEL_FILE))
+                example = val_df.head(5)
+                signature = infer_signature(example, booster.inplace_predict(example.to_numpy(dtype="float32")))
+                with mlflow.start_run(run_id=child_runs[o.trial_id], nested=True):
+                    info = mlflow.xgboost.log_model(
+                        booster,
+                        name="model",
+                        model_format="ubj",
+                        signature=signature,
+                        input_example=example.head(2),
+                        registered_model_name=cfg.model_name,
+                        extra_files=[schema_file],
+                    )
+                    _log_importance(booster)
+                    mlflow.log_dict(o.config, "resolved_params.json")
+                version = str(info.registered_model_version)
+                mlflow_client = mlflow.MlflowClient()
+                metrics = {k: v for k, v in _numeric(o.metrics).items() if k.startswith("val_")}
+                for k, v in {
+                    **lineage,
+                    "mlplatform.trial_id": o.trial_id,
+                    "mlplatform.rank": str(rank),
+                    **{f"mlplatform.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
+                }.items():
+                    mlflow_client.set_model_version_tag(cfg.model_name, version, k, str(v))
+                boosters[version] = booster
+                registered.append(RegisteredVersion(cfg.model_name, version, child_runs[o.trial_id], metrics, ()))
         mlflow.set_tag("mlplatform.registered_versions", ",".join(r.version for r in registered))
         decision, moves = gate_and_alias(cfg, registered, boosters, data)
         mlflow.log_metrics({f"gate_candidate_{k}": float(v) for k, v in decision.candidate.as_dict().items()})
