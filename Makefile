@@ -31,19 +31,23 @@ demo: install
 	@$(BIN)/mlplatform endpoint churn
 	@echo "next: make tour (live re-weight, shadow, a rollout that rolls back); stop everything with: make down"
 
-# After `make demo`: a live re-weight, a shadow, and a progressive rollout that rolls back on an injected
-# error rate, all under a steady load; ends back on the demo's 90/10 split.
+# After `make demo`: a live re-weight, a shadow, and a progressive rollout of the challenger that rolls back on
+# an injected error rate, all under a steady load; ends back on the demo's 90/10 split. Versions are named by
+# their registry aliases, so it works whatever version numbers earlier runs reached.
 tour: install
-	$(BIN)/mlplatform traffic set churn v1=50 v2=50 --reason "tour: live re-weight"
+	$(BIN)/mlplatform traffic set churn champion=50 challenger=50 --reason "tour: live re-weight"
 	$(BIN)/mlplatform load churn --rps 30 --seconds 4
-	$(BIN)/mlplatform traffic set churn v1=100 v2=0 --shadow v2 --reason "tour: shadow v2"
+	$(BIN)/mlplatform traffic set churn champion=100 challenger=0 --shadow challenger --reason "tour: shadow the challenger"
 	$(BIN)/mlplatform load churn --rps 30 --seconds 4
 	@echo "shadow as the router saw it:" && curl -s http://127.0.0.1:8000/v1/models/churn && echo
-	$(BIN)/mlplatform traffic set churn --no-shadow --fault v2=40 --reason "tour: inject a 40% error rate into v2"
-	@echo "rolling v2 out under load; it is expected to breach and roll back:"
-	@$(BIN)/mlplatform load churn --rps 40 --seconds 40 > /dev/null & \
-	  if $(BIN)/mlplatform submit rollout --config jobs/configs/rollout.yaml; then echo "rollout passed?!"; exit 1; fi; wait
-	$(BIN)/mlplatform traffic set churn v1=90 v2=10 --clear-faults --reason "tour: back to the demo split"
+	$(BIN)/mlplatform traffic set churn --no-shadow --fault challenger=40 --reason "tour: inject a 40% error rate into the challenger"
+	@echo "rolling the challenger out under load; it is expected to breach on its error rate and roll back:"
+	@$(BIN)/mlplatform load churn --rps 40 --seconds 600 > /dev/null & load=$$!; \
+	  $(BIN)/mlplatform submit rollout --config jobs/configs/rollout.yaml > $${MLPLATFORM_HOME:-.mlplatform}/tour-rollout.log 2>&1; \
+	  rc=$$?; kill $$load 2>/dev/null; cat $${MLPLATFORM_HOME:-.mlplatform}/tour-rollout.log; \
+	  if [ $$rc -eq 0 ]; then echo "the rollout passed: it should have breached"; exit 1; fi; \
+	  grep -q "error rate" $${MLPLATFORM_HOME:-.mlplatform}/tour-rollout.log || { echo "the rollout failed for another reason than the error rate"; exit 1; }
+	$(BIN)/mlplatform traffic set churn champion=90 challenger=10 --clear-faults --reason "tour: back to the demo split"
 	$(BIN)/mlplatform history churn --last 8
 
 # After `make demo`: the world moves (sample data with --shift), live traffic with feedback flows, and the

@@ -15,7 +15,7 @@ Every variant serves the same XGBoost booster (11 features, 100 trees of depth 6
   dC  mlplatform 90/10 with versions colocated in 2 router replicas, HAProxy (what `make demo` serves)
   dL, dCL   d and dC with the inference log on at 100 % sampling (its cost: compare with d and dC)
 
-wrk runs with 2 threads for `duration` seconds per concurrency after a `warmup`. Results are printed as a
+wrk runs with 2 threads (1 at c=1) for `duration` seconds per concurrency after a `warmup`. Results are printed as a
 table (RPS, p50, p99, non-2xx, ratio to a) and written to benchmarks/results/serve-<date>.json.
 Needs `wrk` (apt-get install wrk) and the project installed (`make install-dev`). Uses ports 8000, 8265,
 5000, 8100-8102 and a temporary MLPLATFORM_HOME; run `make down` first.
@@ -82,7 +82,7 @@ wrk.headers["Content-Type"] = "application/json"
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(lua)
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "--latency", "-s", f.name, url],
+        ["wrk", f"-t{min(2, conns)}", f"-c{conns}", f"-d{duration}s", "--latency", "-s", f.name, url],
         capture_output=True,
         text=True,
         timeout=duration + 60,

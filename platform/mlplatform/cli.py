@@ -175,25 +175,36 @@ def _cmd_traffic(a: argparse.Namespace) -> int:
             message = (dep.get("message") or "").strip().splitlines()
             print(f"  {dep_name:<24} {dep.get('status')}  {replicas} replica(s)  {message[0][:200] if message else ''}")
         return 0
+    # Syntax first (a typo is a usage error, platform or not), then versions behind aliases.
+    weights = _parse_weights(a.weights) if a.weights else None
+    faults = {v: {"abort_percent": w} for pair in a.fault or [] for v, w in _parse_weights([pair]).items()}
     shadow: object = False
     if a.no_shadow:
         shadow = None
     elif a.shadow:
         version, _, percent = a.shadow.partition(":")
         try:
-            shadow = {"version": normalize_version(version), **({"percent": float(percent)} if percent else {})}
+            shadow = {"version": str(normalize_version(version)), **({"percent": float(percent)} if percent else {})}
         except ValueError:
             raise ConfigError(f"traffic: --shadow {a.shadow!r} is not VERSION[:PERCENT] (e.g. v2:10)") from None
-    faults = {}
-    for pair in a.fault or []:
-        faults.update({v: {"abort_percent": w} for v, w in _parse_weights([pair]).items()})
+    served = control.served(a.app)
+
+    def version_of(ref: str) -> str:
+        # A version (3, v3) or a registry alias (champion, challenger): tours and runbooks then work whatever
+        # numbers the registry has reached.
+        return (
+            ref
+            if ref.isdigit()
+            else control.resolve(served.args.model_name, ref, tracking_uri=served.args.tracking_uri)
+        )
+
+    if weights is not None:
+        weights = {version_of(v): w for v, w in weights.items()}
+    faults = {version_of(v): f for v, f in faults.items()}
+    if isinstance(shadow, dict):
+        shadow["version"] = version_of(shadow["version"])
     event = control.set_traffic(
-        a.app,
-        _parse_weights(a.weights) if a.weights else None,
-        shadow=shadow,
-        faults=faults,
-        clear_faults=a.clear_faults,
-        reason=a.reason,
+        a.app, weights, shadow=shadow, faults=faults, clear_faults=a.clear_faults, reason=a.reason
     )
     _print_event(event)
     return 0
@@ -404,7 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--address", default=None, help=admin_help)
     t = tsub.add_parser("set", help="change weights/shadow/faults; the rest stays (e.g. `set churn v1=90 v2=10`)")
     t.add_argument("app")
-    t.add_argument("weights", nargs="*", help="VERSION=PERCENT pairs summing to 100 (omit to keep the weights)")
+    t.add_argument(
+        "weights",
+        nargs="*",
+        help="VERSION=PERCENT pairs summing to 100, a VERSION being a number (v2) or an alias (challenger); "
+        "omit to keep the weights",
+    )
     t.add_argument("--shadow", default=None, help="mirror traffic to VERSION[:PERCENT] (answers never returned)")
     t.add_argument("--no-shadow", action="store_true", help="stop mirroring")
     t.add_argument("--fault", action="append", help="inject failures: VERSION=PERCENT (drills); 0 clears")

@@ -807,3 +807,25 @@ def test_bad_binary_requests_get_a_400_naming_the_problem(tensors, header_length
     )
     status, _, out = call(app, "POST", "/v2/models/m/infer", good, headers=headers)
     assert (status, out["outputs"][0]["data"]) == (200, [2.0])
+
+
+def test_openapi_document_describes_every_route_behind_the_inference_auth():
+    _, app = make(auth="api_key", keys=["k1"], schema=SCHEMA)
+    assert call(app, "GET", "/openapi.json")[0] == 401
+    status, _, doc = call(app, "GET", "/openapi.json", headers={"Authorization": "Bearer k1"})
+    assert status == 200 and doc["openapi"].startswith("3.")
+    routes = {
+        (method.upper(), r.path)
+        for r in app.routes
+        if getattr(r, "methods", None) and r.path != "/openapi.json"
+        for method in r.methods
+        if method != "HEAD"
+    }
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops if p != "/openapi.json"}
+    assert routes == documented
+    instance = doc["paths"]["/v1/models/{name}:predict"]["post"]["requestBody"]["content"]["application/json"]
+    props = instance["schema"]["properties"]["instances"]["items"]["properties"]
+    assert props["b"] == {"type": "string", "enum": PLANS, "example": "basic"}
+    assert props["a"]["type"] == "number"
+    put = doc["paths"]["/admin/v1/models/{name}/traffic"]["put"]["requestBody"]["content"]["application/json"]
+    assert "weights" in put["schema"]["properties"]

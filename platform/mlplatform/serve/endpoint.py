@@ -29,6 +29,7 @@ from mlplatform.registry import load_booster
 from mlplatform.serve.config import AppArgs
 from mlplatform.serve.inference_log import InferenceLog, valid_label
 from mlplatform.serve.model import Loader, LocalVersion
+from mlplatform.serve.openapi import openapi_document
 from mlplatform.serve.policy import parse_policy
 from mlplatform.serve.protocol import (
     BINARY_HEADER,
@@ -130,9 +131,10 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
 
     Routes: ``POST /v1/models/{name}:predict``, ``GET /v1/models/{name}``, ``POST /v2/models/{name}/infer``
     (and ``/versions/{v}/infer``), ``GET /v2/models/{name}`` (metadata), ``GET /v2/models/{name}/ready``,
-    ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``, ``POST /v1/models/{name}/feedback``.
+    ``GET /v2/health/live``, ``GET /v2/health/ready``, ``GET /v2``, ``POST /v1/models/{name}/feedback``,
+    ``GET /openapi.json`` (this list with bodies, `mlplatform.serve.openapi`), and the admin traffic routes.
     """
-    # No docs/openapi routes: the endpoint is an API, and they would bypass auth.
+    # No docs routes, and FastAPI's open /openapi.json is replaced by one behind auth (`mlplatform.serve.openapi`).
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
     args = core.args
     routing_field = args.sticky.field if args.sticky else None
@@ -343,6 +345,27 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
             logger.warning("admin traffic change failed: %s: %s", type(exc).__name__, exc)
             raise RequestError(502, f"the control plane refused the change: {exc}") from None
         return JSONResponse(event)
+
+    document: dict[str, Any] = {}
+
+    @app.get("/openapi.json")
+    async def openapi(request: Request) -> JSONResponse:
+        # Served by hand, behind the inference auth: FastAPI's own would be open and describe no bodies.
+        core.auth.check(request.headers)
+        if not document:
+            document.update(
+                openapi_document(
+                    core.model_name,
+                    core.features,
+                    core.schema,
+                    allow_missing=args.allow_missing,
+                    max_instances=args.max_instances,
+                    routing_field=routing_field,
+                    api_key=args.auth == "api_key",
+                    version=_package_version(),
+                )
+            )
+        return JSONResponse(document)
 
     @app.get("/v2/health/live")
     async def v2_live() -> JSONResponse:
