@@ -445,7 +445,8 @@ def parse_v2(
     doc = load_json(header)
     if not isinstance(doc, dict):
         raise RequestError(400, f'request body must be a JSON object {{"inputs": [...]}}, got {_json_type(doc)}')
-    extra = sorted(set(doc) - {"id", "inputs", "outputs", "parameters"})
+    # KServe's client also sends model_name (and model_version): the route names both, so they are ignored.
+    extra = sorted(set(doc) - {"id", "inputs", "outputs", "parameters", "model_name", "model_version"})
     if extra:
         hint = (
             " (this V2 endpoint takes 'inputs'; 'instances' is for /v1/models/<name>:predict)"
