@@ -192,3 +192,33 @@ def test_colocated_versions_predict_inside_the_router():
     assert seen == {"1", "2"} and call(app, "GET", "/v2/health/ready")[0] == 200
     with pytest.raises(ConfigError, match="differ from the endpoint's"):
         LocalVersion("m", "1", None, fake_loader, ["x", "y", "z"])
+
+
+def test_a_colocated_version_predicts_concurrent_requests_in_one_call_with_the_same_answers():
+    from mlplatform.serve.model import LocalVersion
+
+    version = LocalVersion("m", "1", None, fake_loader, FEATURES)
+    rows = [np.random.default_rng(i).normal(size=(1 + i % 3, 3)).astype(np.float32) for i in range(12)]
+    alone = [BOOSTERS["1"].inplace_predict(x) for x in rows]
+
+    async def together():
+        return await asyncio.gather(*(version.predict.remote(x) for x in rows))
+
+    CountingBooster.calls.clear()
+    answers = asyncio.run(together())
+    assert CountingBooster.calls == [sum(len(x) for x in rows)]  # one call for the twelve requests
+    for got, expected in zip(answers, alone, strict=True):
+        assert np.array_equal(got, expected)  # a row's score does not depend on its batch
+    CountingBooster.calls.clear()
+    assert np.array_equal(asyncio.run(version.predict.remote(rows[0])), alone[0])  # alone: no waiting
+    assert CountingBooster.calls == [len(rows[0])]
+
+    # A failing predict fails every request of its batch, and the next batch is served.
+    version.booster = None
+
+    async def broken():
+        return await asyncio.gather(*(version.predict.remote(x) for x in rows[:3]), return_exceptions=True)
+
+    assert all(isinstance(r, AttributeError) for r in asyncio.run(broken()))
+    version.booster = BOOSTERS["1"]
+    assert np.array_equal(asyncio.run(version.predict.remote(rows[1])), alone[1])

@@ -113,8 +113,11 @@ class _Call:
 class LocalVersion:
     """A version loaded inside the router replica (``colocate: true``), with a DeploymentHandle's interface.
 
-    Predicts inline on the router's event loop: for the small batches an endpoint sees, ``inplace_predict``
-    takes microseconds, less than a hop to a thread, let alone to another replica.
+    Predicts on the router's event loop, batching opportunistically: the requests that reach the model in one
+    turn of the loop (under load, several) share one ``inplace_predict``, which costs about as much for 16 rows
+    as for one (its fixed cost is XGBoost's per-call setup, ~100 us). Nothing waits for a batch to fill: an
+    idle endpoint predicts a lone request on the next turn of the loop. XGBoost scores rows independently, so
+    a row's prediction does not depend on its batch.
     """
 
     def __init__(self, model_name: str, version: str, tracking_uri: str | None, loader: Loader, features: list[str]):
@@ -124,12 +127,34 @@ class LocalVersion:
         # One thread: OpenMP workers spinning for a single row cost more than they save, and on a busy
         # node they fight the router's own event loop for the CPU.
         _set_threads(self.booster, 1)
+        self._waiting: list[tuple[np.ndarray, asyncio.Future]] = []
         self.predict = _Call(self._predict)
         self.version_info = _Call(self._version_info)
         logger.info("loaded %s version %s in the router", model_name, self.version)
 
     async def _predict(self, x: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.inplace_predict(x))
+        loop = asyncio.get_running_loop()
+        answer = loop.create_future()
+        self._waiting.append((x, answer))
+        if len(self._waiting) == 1:
+            # Runs after the callbacks already ready in this turn: the requests among them join the batch.
+            loop.call_soon(self._predict_waiting)
+        return await answer
+
+    def _predict_waiting(self) -> None:
+        batch, self._waiting = self._waiting, []
+        xs = [x for x, _ in batch]
+        try:
+            preds = np.asarray(self.booster.inplace_predict(xs[0] if len(xs) == 1 else np.concatenate(xs)))
+            parts = np.split(preds, np.cumsum([len(x) for x in xs])[:-1])
+        except Exception as exc:  # every request of the batch gets the error (the router answers a 503)
+            for _, answer in batch:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for (_, answer), part in zip(batch, parts, strict=True):
+            if not answer.done():  # a client that went away cancelled its future
+                answer.set_result(part)
 
     async def _version_info(self) -> str:
         return self.version
