@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from ray import serve
 from ray.serve.exceptions import RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -44,7 +45,7 @@ from mlplatform.serve.protocol import (
 )
 from mlplatform.serve.router import PolicyApplier, RequestObserver, RouterCore
 
-__all__ = ["Router", "create_app", "VERSION_HEADER", "REQUEST_ID_HEADER"]
+__all__ = ["Router", "create_app", "VERSION_HEADER", "REQUEST_ID_HEADER", "HOT_ROUTES"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -59,19 +60,24 @@ def _package_version() -> str:
         return "unknown"
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refusing (413) anything over `limit` bytes before reading all of it."""
-    declared = request.headers.get("content-length")
+async def read_body(receive: Any, headers: Mapping[str, str], limit: int) -> bytes:
+    """The raw body from an ASGI `receive`, refusing (413) anything over `limit` bytes before reading all of it."""
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"request body of {int(declared)} bytes is over the limit of {limit} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":  # http.disconnect: the client is gone, nobody reads an answer
+            raise RequestError(400, "the client closed the connection before sending the whole body")
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise RequestError(413, f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _request_id(value: str | None) -> str | None:
@@ -126,6 +132,75 @@ class _ResponseHeaders:
             await response(scope, receive, send_with_header)
 
 
+class _Answer(NamedTuple):
+    """What a hot route answers: status, body, the version that answered, and for binary V2 the header length."""
+
+    status: int
+    body: bytes
+    version: str
+    media_type: str = "application/json"
+    header_length: int | None = None
+
+
+def _json_bytes(doc: Any) -> bytes:
+    # As Starlette's JSONResponse renders it (no NaN: a prediction that is not a number is an error, not JSON).
+    return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+#: The inference routes, served by `_HotRoutes` (method, path as in the OpenAPI document).
+HOT_ROUTES = (
+    ("POST", "/v1/models/{name}:predict"),
+    ("POST", "/v2/models/{name}/infer"),
+    ("POST", "/v2/models/{name}/versions/{version}/infer"),
+)
+_V1 = re.compile(r"^/v1/models/([^/]+):predict$")
+_V2 = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+
+
+class _HotRoutes:
+    """ASGI middleware serving the inference routes without FastAPI's routing, dependency solving and request
+    objects: they carry nearly all the traffic, and those layers cost more CPU per request than parsing the
+    body and predicting a row (BENCHMARKS.md). Every other route goes on to FastAPI.
+
+    `infer(route, name, version, scope, receive)` answers one request (route ``v1`` or ``v2``); a RequestError
+    becomes a JSON error as FastAPI's handlers would answer it.
+    """
+
+    def __init__(self, app: Any, infer: Callable[..., Awaitable[_Answer]]) -> None:
+        self.app = app
+        self.infer = infer
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        match = (_V1.match(path), None) if path.startswith("/v1/") else (None, _V2.match(path))
+        if match == (None, None):
+            await self.app(scope, receive, send)
+            return
+        headers: list[tuple[bytes, bytes]] = []
+        if scope["method"] != "POST":
+            answer = _Answer(405, _json_bytes({"error": f"method {scope['method']} is not allowed on {path}"}), "")
+            headers.append((b"allow", b"POST"))
+        else:
+            v1, v2 = match
+            try:
+                if v1 is not None:
+                    answer = await self.infer("v1", v1.group(1), None, scope, receive)
+                else:
+                    assert v2 is not None
+                    answer = await self.infer("v2", v2.group(1), v2.group(2), scope, receive)
+            except RequestError as exc:
+                answer = _Answer(exc.status, _json_bytes({"error": exc.message}), "")
+                if exc.status == 401:
+                    headers.append((b"www-authenticate", b"Bearer"))
+        headers += [(b"content-type", answer.media_type.encode()), (b"content-length", str(len(answer.body)).encode())]
+        if answer.version:
+            headers.append((VERSION_HEADER.encode(), answer.version.encode()))
+        if answer.header_length is not None:
+            headers.append((BINARY_HEADER.encode(), str(answer.header_length).encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+
 def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> FastAPI:
     """The FastAPI app of the endpoint around `core` (and its inference log, which the feedback route writes).
 
@@ -169,29 +244,38 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         return error(400, f"invalid request: {problems}")
 
-    # ------------------------------------------------------------------------------------- V1
+    # ------------------------------------------------------------------- inference (the hot routes)
 
-    async def answer(request: Request, requested: str | None, parsed: Parsed) -> tuple[str, Any]:
-        key = None if requested else core.routing_key(request.headers, parsed)
+    async def answer(headers: Mapping[str, str], request_id: str, requested: str | None, parsed: Parsed) -> tuple:
+        key = None if requested else core.routing_key(headers, parsed)
         version = core.choose(requested, key)
         route = "pinned" if requested else ("sticky" if key is not None else "weighted")
-        given = request.headers.get(REQUEST_ID_HEADER)
+        given = headers.get(REQUEST_ID_HEADER)
         if given is not None and _request_id(given) is None:
             raise RequestError(400, "x-request-id must be 1 to 128 printable ASCII characters")
-        request_id = request.state.request_id  # the x-request-id of the response (a V2 body id is echoed apart)
+        # request_id is the x-request-id of the response (a V2 body id is echoed apart).
         return version, await core.predict(version, parsed.x, request_id=request_id, route=route)
 
-    @app.post("/v1/models/{name}:predict")
-    async def v1_predict(name: str, request: Request) -> JSONResponse:
-        core.auth.check(request.headers)
+    async def infer(route: str, name: str, forced: str | None, scope: dict, receive: Any) -> _Answer:
+        """``POST /v1/models/{name}:predict`` and ``POST /v2/models/{name}[/versions/{v}]/infer``."""
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        core.auth.check(headers)
         core.check_model(name)
-        requested = request.headers.get(VERSION_HEADER)
+        requested = forced or headers.get(VERSION_HEADER)
         if requested:
             core.check_version(requested.strip())
-        body = await read_body(request, args.max_body_bytes)
-        parsed = parse_v1(body, core.features, **limits)
-        version, preds = await answer(request, requested, parsed)
-        return JSONResponse(v1_response(preds, version), headers={VERSION_HEADER: version})
+        body = await read_body(receive, headers, args.max_body_bytes)
+        request_id = scope["state"]["request_id"]
+        if route == "v1":
+            parsed = parse_v1(body, core.features, **limits)
+            version, preds = await answer(headers, request_id, requested, parsed)
+            return _Answer(200, _json_bytes(v1_response(preds, version)), version)
+        parsed = parse_v2(body, core.features, header_length=headers.get(BINARY_HEADER), **limits)
+        version, preds = await answer(headers, request_id, requested, parsed)
+        if parsed.binary_output:
+            content, header_length = v2_binary_response(core.model_name, version, preds, parsed.request_id)
+            return _Answer(200, content, version, "application/octet-stream", header_length)
+        return _Answer(200, _json_bytes(v2_response(core.model_name, version, preds, parsed.request_id)), version)
 
     @app.get("/v1/models/{name}")
     async def v1_status(name: str) -> JSONResponse:
@@ -211,7 +295,7 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
             raise RequestError(
                 409, f"feedback needs the inference log, which {core.app_name!r} does not keep (inference_log)"
             )
-        doc = load_json(await read_body(request, args.max_body_bytes))
+        doc = load_json(await read_body(request.receive, request.headers, args.max_body_bytes))
         labels = doc.get("labels") if isinstance(doc, dict) else None
         if not isinstance(labels, list) or not labels:
             raise RequestError(400, 'body must be {"labels": [{"request_id": "...", "label": 0 or 1}, ...]}')
@@ -251,34 +335,6 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         return JSONResponse({"results": results, "counts": counts})
 
     # ------------------------------------------------------------------------------------- V2
-
-    async def v2_infer(name: str, forced: str | None, request: Request) -> JSONResponse:
-        core.auth.check(request.headers)
-        core.check_model(name)
-        requested = forced or request.headers.get(VERSION_HEADER)
-        if requested:
-            core.check_version(requested.strip())
-        body = await read_body(request, args.max_body_bytes)
-        parsed = parse_v2(body, core.features, header_length=request.headers.get(BINARY_HEADER), **limits)
-        version, preds = await answer(request, requested, parsed)
-        if parsed.binary_output:
-            content, header_length = v2_binary_response(core.model_name, version, preds, parsed.request_id)
-            return Response(
-                content,
-                media_type="application/octet-stream",
-                headers={VERSION_HEADER: version, BINARY_HEADER: str(header_length)},
-            )
-        return JSONResponse(
-            v2_response(core.model_name, version, preds, parsed.request_id), headers={VERSION_HEADER: version}
-        )
-
-    @app.post("/v2/models/{name}/infer")
-    async def v2_infer_any(name: str, request: Request) -> JSONResponse:
-        return await v2_infer(name, None, request)
-
-    @app.post("/v2/models/{name}/versions/{version}/infer")
-    async def v2_infer_version(name: str, version: str, request: Request) -> JSONResponse:
-        return await v2_infer(name, version, request)
 
     @app.get("/v2/models/{name}")
     async def v2_model_metadata(name: str, request: Request) -> JSONResponse:
@@ -326,7 +382,7 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
     async def admin_set_traffic(name: str, request: Request) -> JSONResponse:
         who = core.auth.check(request.headers, admin=True)
         core.check_model(name)
-        doc = load_json(await read_body(request, args.max_body_bytes))
+        doc = load_json(await read_body(request.receive, request.headers, args.max_body_bytes))
         if not isinstance(doc, dict):
             raise RequestError(400, "body must be a JSON object: {weights, shadow?, faults?, reason?}")
         reason = doc.pop("reason", "")
@@ -375,7 +431,8 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
     async def v2_server_metadata() -> JSONResponse:
         return JSONResponse({"name": "mlplatform", "version": _package_version(), "extensions": ["binary_tensor_data"]})
 
-    app.add_middleware(_ResponseHeaders, served=core.served)
+    app.add_middleware(_HotRoutes, infer=infer)
+    app.add_middleware(_ResponseHeaders, served=core.served)  # added last: the outermost, around the hot routes
     return app
 
 
