@@ -9,6 +9,7 @@ naming the problem; nothing a client sends surfaces as a 500, and every response
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import re
@@ -147,6 +148,14 @@ def _json_bytes(doc: Any) -> bytes:
     return json.dumps(doc, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
+#: FastAPI (>= 0.13x) traces and measures every request with OpenTelemetry once a global provider exists (Ray's
+#: metrics may install one in the replica): Serve and `RouterMetrics` already measure each request, so it is off.
+_NO_TELEMETRY: dict[str, Any] = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
+
 #: The inference routes, served by `_HotRoutes` (method, path as in the OpenAPI document).
 HOT_ROUTES = (
     ("POST", "/v1/models/{name}:predict"),
@@ -210,7 +219,7 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
     ``GET /openapi.json`` (this list with bodies, `mlplatform.serve.openapi`), and the admin traffic routes.
     """
     # No docs routes, and FastAPI's open /openapi.json is replaced by one behind auth (`mlplatform.serve.openapi`).
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, **_NO_TELEMETRY)
     args = core.args
     routing_field = args.sticky.field if args.sticky else None
     limits = {

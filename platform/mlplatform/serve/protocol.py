@@ -110,6 +110,9 @@ def _number(value: Any, where: str, allow_missing: bool, integer: str | None = N
         allow_missing: whether null/NaN mean "missing" instead of being an error.
         integer: a V2 integer datatype the value must fit (INT32/INT64), or None for floats.
     """
+    kind = type(value)
+    if (kind is float or kind is int) and integer is None and -_F32_MAX <= value <= _F32_MAX:
+        return value  # the common case, checked once (NaN and infinities fail the range test)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         if allow_missing:
             return math.nan
