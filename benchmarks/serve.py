@@ -14,6 +14,7 @@ Every variant serves the same XGBoost booster (11 features, 100 trees of depth 6
   c2F the one-deployment app with 2 replicas, HAProxy
   dC  mlplatform 90/10 with versions colocated in 2 router replicas, HAProxy (what `make demo` serves)
   dL, dCL   d and dC with the inference log on at 100 % sampling (its cost: compare with d and dC)
+  eC  dC with sticky routing (header) and a 100 % shadow (their cost on the fast path: compare with dC)
 
 wrk runs with 2 threads (1 at c=1) for `duration` seconds per concurrency after a `warmup`. Results are printed as a
 table (RPS, p50, p99, non-2xx, ratio to a) and written to benchmarks/results/serve-<date>.json.
@@ -388,7 +389,7 @@ def logged_rows(home: Path) -> int:
 
 
 def bench_platform(fast: bool, workdir: Path, models: list[Path], wanted: list[str], args, results) -> None:
-    mine = {"c", "d", "dL", "e"} if not fast else {"cF", "c2F", "dF", "eF", "dC", "dCL"}
+    mine = {"c", "d", "dL", "e"} if not fast else {"cF", "c2F", "dF", "eF", "dC", "dCL", "eC"}
     # In the order of --only, repeats included (e.g. dC,dCL,dCL,dC: an ABBA pair evens out drift over time).
     variants = [v for v in wanted if v in mine]
     if not variants:
@@ -409,7 +410,7 @@ def bench_platform(fast: bool, workdir: Path, models: list[Path], wanted: list[s
                         workdir / f"{v}.json",
                         sticky=v.startswith("e"),
                         shadow=v.startswith("e"),
-                        colocate=v.startswith("dC"),
+                        colocate=v.startswith("dC") or v == "eC",
                         log=v.endswith("L"),
                     ),
                 )
