@@ -181,6 +181,12 @@ def up(
             # then lose the CPU to the load generator and the p99 triples (BENCHMARKS.md).
             "RAY_worker_niceness": "0",
             "RAY_SERVE_HAPROXY_BINARY_PATH": loopback_haproxy(home),
+            # A replica of the ingress that Serve replaces stays up this long so that load balancers on other
+            # machines stop sending to it: 30 s by default, which every change of a colocated app (a version
+            # added, retired, rolled back) waits for. Here HAProxy is on this machine and reloads at once.
+            "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": os.environ.get(
+                "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "5"
+            ),
         }
 
     if previous and _alive(previous.mlflow_pid) and answers(f"{state.mlflow_url}/health"):

@@ -138,18 +138,25 @@ def _number(value: Any, where: str, allow_missing: bool, integer: str | None = N
     return number
 
 
+def _allowed(codes: dict[str, int], limit: int = 20) -> str:
+    """The allowed values for a message: all of them, or the first `limit` and how many more."""
+    values = list(codes)
+    return str(values) if len(values) <= limit else f"{values[:limit]} and {len(values) - limit} more"
+
+
 def _category(value: Any, where: str, allow_missing: bool, codes: dict[str, int]) -> float:
     """One categorical value as its code, or NaN for an allowed missing value."""
     if isinstance(value, str):
         code = codes.get(value)
         if code is not None:
             return float(code)
-        raise RequestError(400, f"{where} is {_show(value)}, not one of {list(codes)}")
+        raise RequestError(400, f"{where} is {_show(value)}, not one of {_allowed(codes)}")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         if allow_missing:
             return math.nan
         raise RequestError(400, f"{where} is null; missing values are not allowed by this endpoint")
-    raise RequestError(400, f"{where} takes one of {list(codes)} (a string), got {_json_type(value)} {_show(value)}")
+    shown = f"{_json_type(value)} {_show(value)}"
+    raise RequestError(400, f"{where} takes one of {_allowed(codes)} (a string), got {shown}")
 
 
 def _check_batch_size(n: int, max_instances: int) -> None:
