@@ -29,7 +29,7 @@ PREDICT = f"{URL}/v1/models/churn:predict"
 
 
 @pytest.fixture(scope="module")
-def served(platform_env):
+def served(platform_env, kserve_build):
     """Sample data, then the exact plain-Ray-CLI command from the README; returns the feature names."""
     cli("data", "--entities", "3000", env=platform_env)
     # A user with the venv activated, as the README says.
@@ -152,20 +152,33 @@ def test_tritonclient_calls_the_v2_endpoint(served, binary):
     assert preds.tolist() == v1["predictions"]
 
 
-@pytest.fixture(scope="session")
-def kserve_python():
-    """A venv with KServe's client (kserve pins pandas < 3 and protobuf < 7, so not ours), kept in .venv-kserve."""
-    venv = ROOT / ".venv-kserve"
-    python = venv / "bin" / "python"
-    if not (venv / ".installed").exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True, timeout=120)
-        out = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "kserve==0.21.0"], capture_output=True, text=True, timeout=900
-        )
-        if out.returncode != 0:
-            pytest.skip(f"cannot install KServe's client here (no package index?): {out.stderr[-500:]}")
-        (venv / ".installed").touch()
-    return python
+KSERVE_VENV = ROOT / ".venv-kserve"
+
+
+@pytest.fixture(scope="module")
+def kserve_build():
+    """Starts building a venv with KServe's client (kserve pins pandas < 3 and protobuf < 7, so not ours) in
+    .venv-kserve, in the background while the module's pipeline runs; None when it is already there."""
+    if (KSERVE_VENV / ".installed").exists():
+        yield None
+        return
+    script = (
+        f"{sys.executable} -m venv --clear {KSERVE_VENV} && {KSERVE_VENV}/bin/python -m pip install -q "
+        f"kserve==0.21.0 && touch {KSERVE_VENV}/.installed"
+    )
+    proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def kserve_python(kserve_build):
+    if kserve_build is not None:
+        out, _ = kserve_build.communicate(timeout=900)
+        if kserve_build.returncode != 0:
+            pytest.skip(f"cannot install KServe's client here (no package index?): {out[-500:]}")
+    return KSERVE_VENV / "bin" / "python"
 
 
 def test_kserve_client_calls_the_v2_endpoint_binary_and_json(served, kserve_python):
