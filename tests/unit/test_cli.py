@@ -121,3 +121,28 @@ def not_found_server():
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+def test_the_haproxy_wrapper_binds_every_wildcard_listener_to_loopback(tmp_path):
+    import subprocess
+
+    from mlplatform.cluster import loopback_haproxy
+
+    fake = tmp_path / "fake-haproxy"  # prints its arguments and the config it was given
+    fake.write_text('#!/bin/sh\necho "$@"\nwhile [ "$1" != "-f" ]; do shift; done\ncat "$2"\n')
+    fake.chmod(0o755)
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(
+        "frontend prometheus\n    bind :9101\nfrontend http_frontend\n    bind 127.0.0.1:8000\n"
+        "frontend other\n    bind 0.0.0.0:8001\nlisten stats\n  bind *:8404\n"
+        "backend b\n    server r1 127.0.0.1:30001 check\n"
+    )
+    wrapper = loopback_haproxy(tmp_path / "home", real=str(fake))
+    out = subprocess.run([wrapper, "-db", "-f", str(config), "-dR", "-sf", "123"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    args, *lines = out.stdout.splitlines()
+    assert args == f"-db -f {config}.loopback -dR -sf 123"  # same arguments, the rewritten config
+    binds = [line.split()[1] for line in lines if line.strip().startswith("bind")]
+    assert binds == ["127.0.0.1:9101", "127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8404"]
+    assert "server r1 127.0.0.1:30001 check" in out.stdout
+    assert config.read_text().count("bind :9101") == 1  # Ray's own file is left as it rendered it
