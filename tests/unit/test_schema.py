@@ -27,7 +27,7 @@ def test_the_schema_keeps_ingests_code_order_nullability_and_a_typical_value():
 
 def test_metadata_and_the_printed_curl_line_use_raw_values():
     schema = input_schema(PROFILE, ["age", "plan", "mean_duration_s"])
-    meta = v2_metadata("churn", ["1"], schema.names, [f.model_dump(mode="json") for f in schema.features])
+    meta = v2_metadata("churn", ["1"], schema.names, schema.as_dicts())
     assert [i["datatype"] for i in meta["inputs"]] == ["FP32", "BYTES", "FP32"]
     assert categories_of(meta) == {"plan": ["basic", "pro", "enterprise"]}
     row = example_row(meta)

@@ -46,6 +46,10 @@ class InputSchema(StrictModel):
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
+    def as_dicts(self) -> list[dict[str, Any]]:
+        """The features as JSON-ready dicts (what V2 metadata and the OpenAPI document describe)."""
+        return [f.model_dump(mode="json") for f in self.features]
+
     def categories(self) -> dict[str, list[str]]:
         """Categorical feature → its raw values in code order."""
         return {f.name: list(f.categories or []) for f in self.features if f.kind == "categorical"}

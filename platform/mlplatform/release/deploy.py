@@ -15,7 +15,6 @@ from pydantic import ValidationError
 from ray.serve.schema import ServeDeploySchema
 
 from mlplatform.config import parse_config, read_yaml, validation_problems
-from mlplatform.data.schema import InputSchema
 from mlplatform.errors import ConfigError
 from mlplatform.release.serve_api import ServeAdmin
 from mlplatform.release.traffic import TrafficControl
@@ -117,9 +116,5 @@ def deploy(
         weights=policy["weights"],
         features=features,
         auth=resolved.auth,
-        example=example_row(v2_metadata(resolved.model_name, [], features, _described(schema))),
+        example=example_row(v2_metadata(resolved.model_name, [], features, schema and schema.as_dicts())),
     )
-
-
-def _described(schema: InputSchema | None) -> list[dict[str, Any]] | None:
-    return [f.model_dump(mode="json") for f in schema.features] if schema is not None else None

@@ -228,7 +228,7 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         "routing_field": routing_field,
         "codes": core.codes,
     }
-    described = [f.model_dump(mode="json") for f in core.schema.features] if core.schema is not None else None
+    described = core.schema.as_dicts() if core.schema is not None else None
 
     def error(status: int, message: str, **extra: Any) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
