@@ -13,7 +13,7 @@ from ray import serve
 from mlplatform.errors import ConfigError
 from mlplatform.registry import load_booster, model_uri
 
-__all__ = ["ModelVersion", "LocalVersion", "Loader"]
+__all__ = ["ModelVersion", "LocalVersion", "Loader", "predict_together"]
 
 logger = logging.getLogger("ray.serve")
 
@@ -72,17 +72,19 @@ class ModelVersion:
         return await self._batched(x)
 
     async def _predict_batch(self, xs: list[np.ndarray]) -> list[np.ndarray]:
-        # One inplace_predict for the whole batch; XGBoost releases the GIL, so running it in a thread keeps
-        # the replica's event loop free to queue up the next batch meanwhile.
-        batch = xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)
-        preds = await asyncio.to_thread(self.booster.inplace_predict, batch)
-        preds = np.asarray(preds)
-        offsets = np.cumsum([len(x) for x in xs])[:-1]
-        return list(np.split(preds, offsets))
+        # XGBoost releases the GIL, so predicting in a thread keeps the replica's event loop free to queue up
+        # the next batch meanwhile.
+        return await asyncio.to_thread(predict_together, self.booster, xs)
 
     def version_info(self) -> str:
         """The version this replica serves (also a cheap liveness probe for the router)."""
         return self.version
+
+
+def predict_together(booster: Any, xs: list[np.ndarray]) -> list[np.ndarray]:
+    """The predictions for several requests' rows from one ``inplace_predict``, split back per request."""
+    preds = np.asarray(booster.inplace_predict(xs[0] if len(xs) == 1 else np.concatenate(xs, axis=0)))
+    return list(np.split(preds, np.cumsum([len(x) for x in xs])[:-1]))
 
 
 def _set_threads(booster: Any, n: int) -> None:
@@ -145,8 +147,7 @@ class LocalVersion:
         batch, self._waiting = self._waiting, []
         xs = [x for x, _ in batch]
         try:
-            preds = np.asarray(self.booster.inplace_predict(xs[0] if len(xs) == 1 else np.concatenate(xs)))
-            parts = np.split(preds, np.cumsum([len(x) for x in xs])[:-1])
+            parts = predict_together(self.booster, xs)
         except Exception as exc:  # every request of the batch gets the error (the router answers a 503)
             for _, answer in batch:
                 if not answer.done():
