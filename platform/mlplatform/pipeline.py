@@ -32,7 +32,15 @@ from mlplatform.settings import platform_home
 from mlplatform.train.common import METRIC
 from mlplatform.train.config import TrainConfig
 from mlplatform.train.register import RegisteredVersion, config_hash, log_and_register
-from mlplatform.train.search import experiment_name, latest_experiment, load_training_data, resolve_mode, search
+from mlplatform.train.search import (
+    check_table,
+    errors_summary,
+    experiment_name,
+    latest_experiment,
+    load_training_data,
+    resolve_mode,
+    search,
+)
 
 __all__ = [
     "PipelineConfig",
@@ -158,6 +166,7 @@ def train_step(
     if dataset is None:
         dataset = load_version(cfg.train.dataset) if cfg.train.dataset else ingest(cfg.data)
     started = time.time()
+    check_table(dataset)
     mode = resolve_mode(cfg.train, dataset.rows)
     # Data-parallel trials read the table in their workers; the driver keeps held-out rows for the gate.
     data = load_training_data(
@@ -187,7 +196,7 @@ def train_step(
                 for k, v in o.config.items()
                 if k in cfg.train.search_space
             ),
-            o.error or "",
+            "failed" if o.error else "",
         ]
         for o in outcomes
     ]
@@ -196,6 +205,8 @@ def train_step(
         f"{mode.replace('_', '-')})"
     )
     print(_table(rows, ["trial", "rounds", METRIC, "params", "error"]))
+    if errors_summary(outcomes):
+        print(errors_summary(outcomes))
     for r in registered:
         print(
             f"registered {r.name} version {r.version} {METRIC}={r.metrics.get(METRIC, float('nan')):.4f}"

@@ -27,7 +27,6 @@ __all__ = [
     "MLPLATFORM_SUBMITTED_BY",
     "RAY_AUTH_TOKEN",
     "RAY_AUTH_TOKEN_PATH",
-    "RAY_JOB_ID",
     "platform_home",
     "describe",
 ]
@@ -103,9 +102,6 @@ RAY_AUTH_TOKEN_PATH: Setting[Path] = Setting(
     Path("~/.ray/auth_token").expanduser(),
     "File holding Ray's token when RAY_AUTH_TOKEN is not set (Ray's own variable).",
 )
-RAY_JOB_ID: Setting[str | None] = Setting(
-    "RAY_JOB_ID", str, None, "The Ray job a run belongs to (set by Ray inside jobs); recorded on training runs."
-)
 
 #: Every setting, in the order the README documents them.
 ALL: tuple[Setting, ...] = (
@@ -118,7 +114,6 @@ ALL: tuple[Setting, ...] = (
     MLPLATFORM_SUBMITTED_BY,
     RAY_AUTH_TOKEN,
     RAY_AUTH_TOKEN_PATH,
-    RAY_JOB_ID,
 )
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from mlplatform.data.ingest import _Agg, _aggregate_partition
+import pyarrow as pa
+from mlplatform.data.ingest import _Agg
+from mlplatform.data.ingest import _aggregate_partition as _partition
 
 AGGS = [
     _Agg("total", "tx__amount", "sum"),
@@ -16,6 +18,10 @@ AGGS = [
     _Agg("latest", "tx__amount", "last", time="tx__day"),
     _Agg("recent_sum", "tx__amount", "sum", time="tx__day", window=2),
 ]
+
+
+def _aggregate_partition(rows: pd.DataFrame, key: str, aggs: list[_Agg]) -> pd.DataFrame:
+    return _partition(rows, key, pa.int64(), aggs).to_pandas()
 
 
 def wide(seed: int = 0) -> pd.DataFrame:

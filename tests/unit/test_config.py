@@ -93,6 +93,14 @@ def test_nested_field_path(tmp_path):
             "{name: last_usage, agg: last, column: usage}",
             "agg 'last' needs `time_column`",
         ),
+        # plain tables: the key's type, the label's values, features with one name each
+        ("entity_id: {type: int, min: 1}\n        amount", "entity_id: {type: str}\n        amount", "give it one"),
+        ("churned: {type: int, allowed: [0, 1]}", "churned: {type: str}", "positive class with `positive:`"),
+        ("churned: {type: int, allowed: [0, 1]}", "churned: {type: int, allowed: [1, 2]}", "set `positive:`"),
+        ("churned: {type: int, allowed: [0, 1]}", "churned: {type: int, required: false}", "required: false"),
+        ("label: churned", "label: churned\n  positive: yes", "holds numbers"),
+        ("label: churned", "label: churned\n  positive: 2", "not one of the label's allowed values"),
+        ("{name: n_scans, agg: count}", "{name: n_events, agg: count}", "'n_events' comes from both source"),
     ],
 )
 def test_bad_values(tmp_path, old, new, message):

@@ -14,7 +14,7 @@ from pydantic import Field, field_validator, model_validator
 from mlplatform.config import Identifier, StrictModel
 from mlplatform.data import sources
 
-__all__ = ["FieldSpec", "FeatureSpec", "SourceSpec", "DataConfig"]
+__all__ = ["FieldSpec", "FeatureSpec", "SourceSpec", "DataConfig", "feature_names"]
 
 
 class FieldSpec(StrictModel):
@@ -102,7 +102,9 @@ class SourceSpec(StrictModel):
     fields: dict[str, FieldSpec] = Field(min_length=1, description="Contract of each field kept.")
     features: list[FeatureSpec] = Field(
         default_factory=list,
-        description="Aggregations per key. Empty means one row per key: the fields are features as they are.",
+        description="Aggregations per key. Empty means one row per key: every field but the key (and the label) is "
+        "a feature as it is, a str field a categorical one (its categories are `allowed`, or the values the data "
+        "holds); a key that appears twice sends both records to quarantine.",
     )
     max_bad_fraction: float = Field(
         0.05, ge=0, le=1, description="Fail the job when more than this share of records is quarantined."
@@ -133,8 +135,16 @@ class DataConfig(StrictModel):
     """Sources joined on one key into a versioned training table (the `data:` section of a pipeline config)."""
 
     name: Identifier = Field(description="Dataset name; versions live under output_dir/name/.")
-    key: str = Field(description="Entity id present in every source.")
-    label: str = Field(description="Binary label field, present in exactly one source with no features.")
+    key: str = Field(description="Entity id present in every source: an int or a str field (the same type in each).")
+    label: str = Field(
+        description="Binary label field, present in exactly one source with no features: 0/1 (or a bool), or any "
+        "values with `positive` naming the one that means 1."
+    )
+    positive: str | int | float | bool | None = Field(
+        None,
+        description="The label value of the positive class (e.g. `malignant`); every other value is 0. Needed "
+        "when the label is not 0/1 (a str label, say).",
+    )
     output_dir: str = Field(description="Root of dataset versions and quarantine output.")
     sources: list[SourceSpec] = Field(min_length=1)
     validation_fraction: float = Field(0.2, gt=0, lt=1, description="Held-out share, split by key hash.")
@@ -153,9 +163,74 @@ class DataConfig(StrictModel):
         base = next(s for s in self.sources if s.name == holders[0])
         if base.features:
             raise ValueError(f"source {base.name!r} holds the label, so it must have one row per key (no features)")
+        key_type = base.fields[self.key].type
+        if key_type not in ("int", "str"):
+            raise ValueError(f"key {self.key!r} is a {key_type} field of source {base.name!r}; a key is int or str")
+        for source in self.sources:
+            if source.fields[self.key].type != key_type:
+                raise ValueError(
+                    f"key {self.key!r} is {source.fields[self.key].type} in source {source.name!r} but {key_type} in "
+                    f"{base.name!r}: give it one type everywhere"
+                )
+        self._check_label(base)
+        self._check_features()
         return self
+
+    def _check_label(self, base: SourceSpec) -> None:
+        spec = base.fields[self.label]
+        where = f"label {self.label!r} (a {spec.type} field of source {base.name!r})"
+        if not spec.required:
+            raise ValueError(f"{where} has required: false; a record without a label cannot train")
+        if self.positive is None:
+            if spec.type in ("str", "timestamp"):
+                raise ValueError(f"{where}: say which value is the positive class with `positive:`")
+            if spec.allowed is not None and not set(spec.allowed) <= {0, 1}:
+                raise ValueError(
+                    f"{where} allows {spec.allowed}: a binary label is 0 or 1; set `positive:` to the value meaning 1"
+                )
+            return
+        if spec.type == "str" and not isinstance(self.positive, str):
+            raise ValueError(f"positive {self.positive!r}: {where} holds text; quote the value")
+        if spec.type in ("int", "float") and (isinstance(self.positive, (str, bool))):
+            raise ValueError(f"positive {self.positive!r}: {where} holds numbers")
+        if spec.type == "bool" and not isinstance(self.positive, bool):
+            raise ValueError(f"positive {self.positive!r}: {where} holds true/false")
+        if spec.type == "timestamp":
+            raise ValueError(f"{where}: a timestamp cannot be a label")
+        if spec.allowed is not None and self.positive not in spec.allowed:
+            raise ValueError(f"positive {self.positive!r} is not one of the label's allowed values {spec.allowed}")
+
+    def _check_features(self) -> None:
+        seen: dict[str, str] = {}
+        for source in self.sources:
+            for name in feature_names(self, source):
+                if name in seen:
+                    raise ValueError(
+                        f"feature {name!r} comes from both source {seen[name]!r} and source {source.name!r}: "
+                        "rename one (a field, or the feature's `name`)"
+                    )
+                if name in (self.key, self.label):
+                    raise ValueError(f"feature {name!r} of source {source.name!r} has the name of the key or label")
+                seen[name] = source.name
+        if not seen:
+            raise ValueError(
+                f"no features: the sources hold only the key {self.key!r} and the label {self.label!r}; add fields "
+                "or aggregated `features:`"
+            )
 
     @property
     def base_source(self) -> SourceSpec:
         """The source holding the label: one row per key, the left side of every join."""
         return next(s for s in self.sources if self.label in s.fields)
+
+    def feature_columns(self) -> list[str]:
+        """Feature columns of the training table, in the order the model sees them (label source first)."""
+        base = self.base_source
+        return [n for s in [base, *(s for s in self.sources if s is not base)] for n in feature_names(self, s)]
+
+
+def feature_names(cfg: DataConfig, source: SourceSpec) -> list[str]:
+    """The features `source` gives the table: its aggregations, or its fields as they are (one row per key)."""
+    if source.features:
+        return [f.name for f in source.features]
+    return [name for name in source.fields if name not in (cfg.key, cfg.label)]

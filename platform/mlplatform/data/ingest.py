@@ -49,26 +49,15 @@ from mlplatform.data.version import (
 )
 from mlplatform.errors import ConfigError, DataContractError
 
-__all__ = ["DatasetVersion", "ingest", "load_version", "feature_columns"]  # the version types are re-exported
+__all__ = ["DatasetVersion", "ingest", "load_version"]  # the version types are re-exported
 
 log = logging.getLogger(__name__)
 
 CHECK_BLOCK_ROWS = 100_000
 QUARANTINE_BLOCK_ROWS = 1_000_000
 PROFILE = "profile.json"
-
-
-def feature_columns(cfg: DataConfig) -> list[str]:
-    """Feature columns of the training table, in the order the model sees them."""
-    base = cfg.base_source
-    cols = [
-        name
-        for name, spec in base.fields.items()
-        if name not in (cfg.key, cfg.label) and (spec.type != "str" or spec.allowed)
-    ]
-    for source in cfg.sources:
-        cols += [f.name for f in source.features]
-    return cols
+#: A str feature without `allowed` takes the values the data holds as its categories, up to this many.
+MAX_CATEGORIES = 1000
 
 
 # ------------------------------------------------------------------------------------------ reading
@@ -111,20 +100,20 @@ def _files(source: SourceSpec) -> tuple[list[dict[str, Any]], list[str]]:
     return files, skipped
 
 
-def _probe(row: dict[str, Any], fmt: str) -> dict[str, Any]:
+def _probe(row: dict[str, Any], source: SourceSpec) -> dict[str, Any]:
     """Why a file cannot be read as `fmt` ("" when it can), and the parts of it to quarantine one by one.
 
     Runs as a Ray Data task per file, so a bad file is quarantined with its reason instead of failing the
     read of its whole source.
     """
-    path = row["path"]
+    path, fmt = row["path"], source.format
     probe = sources.Probe()
     try:
         fs, inner = filesystem(path)
         if fs.get_file_info(inner).size == 0:
             probe = sources.Probe("empty file", [], 0)
         else:
-            probe = sources.get(fmt).probe(fs, inner)
+            probe = sources.get(fmt).probe(fs, inner, source)
     except (OSError, pa.ArrowException) as exc:
         probe = sources.Probe(f"unreadable {fmt}: {exc}")
     rows = -1 if probe.rows is None else probe.rows
@@ -138,7 +127,7 @@ def _readable(
     count, bad parts of readable files)."""
     import ray.data
 
-    probed = ray.data.from_items([{"path": f["path"]} for f in files]).map(_probe, fn_kwargs={"fmt": source.format})
+    probed = ray.data.from_items([{"path": f["path"]} for f in files]).map(_probe, fn_kwargs={"source": source})
     results = {r["path"]: r for r in probed.take_all()}
     good = [f["path"] for f in files if not results[f["path"]]["reason"]]
     bad = [
@@ -148,6 +137,16 @@ def _readable(
     ]
     parts = [{"path": p, **part} for p in good for part in json.loads(results[p]["bad_parts"])]
     return good, bad, parts
+
+
+def _with_label_contract(cfg: DataConfig, source: SourceSpec) -> SourceSpec:
+    """`source`, its 0/1 label (no `positive` mapping) held to 0 and 1 by the contract: any other value is a
+    record to quarantine with its reason, not a crash inside XGBoost."""
+    spec = source.fields.get(cfg.label)
+    if spec is None or cfg.positive is not None or spec.type == "bool" or spec.allowed is not None:
+        return source
+    fields = {**source.fields, cfg.label: spec.model_copy(update={"allowed": [0, 1]})}
+    return source.model_copy(update={"fields": fields})
 
 
 def _read_and_check(source: SourceSpec, paths: list[str]):
@@ -221,23 +220,34 @@ def _bad_parts_frame(source: str, parts: list[dict[str, Any]]) -> pa.Table:
     return _quarantine(source, [p["path"] for p in parts], [p["reason"] for p in parts], [p["record"] for p in parts])
 
 
-def _duplicate_records(batch: pd.DataFrame, source: str, field: str, counts: dict[int, int]) -> pa.Table:
-    """The valid records of `batch` whose `field` value is duplicated, as quarantine rows."""
+def _as_text(values: pd.Series) -> pd.Series:
+    """Values as text; whole numbers without a trailing ".0" (an int column with nulls arrives as floats)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        try:
+            return values.astype("Int64").astype("string")
+        except (TypeError, ValueError):
+            pass
+    return values.astype("string")
+
+
+def _duplicate_records(batch: pd.DataFrame, source: str, field: str, counts: dict[str, int]) -> pa.Table:
+    """The valid records of `batch` whose `field` value (as text) is duplicated, as quarantine rows."""
     good = batch.loc[batch[REASON] == ""]
-    values = good[field].astype("Int64")
-    hit = good.loc[values.isin(list(counts)).fillna(False).to_numpy()]
+    values = _as_text(good[field])
+    hit_mask = values.isin(list(counts)).fillna(False).to_numpy()
+    hit = good.loc[hit_mask]
     raw = hit.drop(columns=[c for c in hit.columns if str(c).startswith("__")])
     return _quarantine(
         source,
         hit[FILE].astype(str).tolist() if FILE in hit else [None] * len(hit),
-        [f"{field}: duplicate value {int(v)} ({counts[int(v)]} records)" for v in hit[field]],
+        [f"{field}: duplicate value {v} ({counts[v]} records)" for v in values[hit_mask]],
         [json.dumps(r, default=str) for r in raw.to_dict("records")],
     )
 
 
 def _mark_duplicates(batch: pd.DataFrame, field: str, counts: dict[str, int]) -> pd.DataFrame:
     """Give valid records whose `field` value is duplicated a reason (they then go to quarantine)."""
-    values = batch[field].astype("string")
+    values = _as_text(batch[field])
     hit = ((batch[REASON] == "") & values.isin(list(counts)).fillna(False)).to_numpy()
     if hit.any():
         batch = batch.copy()
@@ -247,10 +257,49 @@ def _mark_duplicates(batch: pd.DataFrame, field: str, counts: dict[str, int]) ->
     return batch
 
 
+def _text(value: Any) -> str:
+    """One value as `_as_text` writes it."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
+def _distinct(batch: pa.Table, fields: list[str]) -> pa.Table:
+    """The distinct values of each of `fields` among a checked batch's valid records (one JSON row)."""
+    good = batch.filter(pc.equal(batch[REASON], ""))
+    found = {f: pc.unique(good[f].combine_chunks().cast(pa.string())).drop_null().to_pylist() for f in fields}
+    return pa.table({"distinct": [json.dumps(found)]})
+
+
+def _categories(source: SourceSpec, checked, names: list[str]) -> dict[str, list[str]]:
+    """Each categorical feature's categories in code order: `allowed` as written, else the sorted values of the
+    valid records (so the codes do not depend on the order records arrive in).
+
+    Raises:
+        DataContractError: a field has more distinct values than `MAX_CATEGORIES` (an id or free text, not a
+            category).
+    """
+    out = {n: [str(v) for v in source.fields[n].allowed] for n in names if source.fields[n].allowed}
+    infer = [n for n in names if n not in out]
+    if infer:
+        seen: dict[str, set[str]] = {n: set() for n in infer}
+        parts = checked.map_batches(_distinct, batch_format="pyarrow", fn_kwargs={"fields": infer}).take_all()
+        for part in parts:
+            for n, values in json.loads(part["distinct"]).items():
+                seen[n].update(values)
+        for n in infer:
+            if len(seen[n]) > MAX_CATEGORIES:
+                raise DataContractError(
+                    f"source {source.name!r}: str field {n!r} has {len(seen[n])} distinct values, too many for a "
+                    f"categorical feature (at most {MAX_CATEGORIES}); list its `allowed` values, or remove it from "
+                    "`fields` if it is an id or free text"
+                )
+            out[n] = sorted(seen[n])
+    return out
+
+
 def _quarantine_duplicates(checked, field: str):
     """Records sharing a value of a `unique` field all fail the contract (which one is right is unknowable)."""
     counts = {
-        str(row[field]): int(row["count()"])
+        _text(row[field]): int(row["count()"])
         for row in checked.filter(expr=f"{REASON} == ''").groupby(field).count().take_all()
         if int(row["count()"]) > 1 and row[field] is not None
     }
@@ -267,27 +316,30 @@ def _quarantine_duplicates(checked, field: str):
 # Measured on the demo data (2 CPUs): 3 groupbys + 3 hash joins took 25.6 s, this takes a fraction.
 
 
-def _wide_columns(cfg: DataConfig, features: list[str]) -> dict[str, list[tuple[str, str | None]]]:
+def _wide_columns(cfg: DataConfig) -> dict[str, list[tuple[str, str | None]]]:
     """Per source: (wide column, source field) pairs; field None is the record-count column (1 per record)."""
-    base = cfg.base_source
-    plan = {base.name: [(f"{base.name}__{f}", f) for f in [*features, cfg.label] if f in base.fields]}
-    plan[base.name].append((f"{base.name}__row", None))
+    plan = {}
     for source in cfg.sources:
-        if source is not base:
-            used = {c for f in source.features for c in (f.column, f.time_column) if c}
-            plan[source.name] = [(f"{source.name}__row", None), *((f"{source.name}__{c}", c) for c in sorted(used))]
+        if source.features:
+            used = sorted({c for f in source.features for c in (f.column, f.time_column) if c})
+        else:  # one row per key: its fields are the features (and the label, in the label source)
+            used = [n for n in source.fields if n != cfg.key]
+        plan[source.name] = [(f"{source.name}__row", None), *((f"{source.name}__{c}", c) for c in used)]
     return plan
 
 
 def _project(
     batch: pa.Table,
     key: str,
+    key_type: pa.DataType,
     mine: list[tuple[str, str | None]],
     all_columns: list[str],
-    categories: dict[str, list[Any]],
+    categories: dict[str, list[str]],
+    positive: tuple[str, Any] | None,
 ) -> pa.Table:
     """Good records of one source on the wide schema (Arrow, zero-copy where it can); a categorical becomes
-    its index in `allowed`; columns of other sources are null, which every aggregation ignores."""
+    its index in its categories; a `positive` (label, value) becomes 1 where the label is that value, else 0;
+    columns of other sources are null, which every aggregation ignores."""
     good = batch.filter(pc.equal(batch[REASON], ""))
     n = good.num_rows
     values: dict[str, Any] = {}
@@ -297,9 +349,11 @@ def _project(
             continue
         col = good[name]
         if name in categories:
-            col = pc.index_in(col, value_set=pa.array(categories[name]))
+            col = pc.index_in(col.cast(pa.string()), value_set=pa.array(categories[name], pa.string()))
+        elif positive is not None and name == positive[0]:
+            col = pc.equal(col, pa.scalar(positive[1]))
         values[wide] = col.cast(pa.float64())
-    out: dict[str, Any] = {key: good[key].cast(pa.int64())}
+    out: dict[str, Any] = {key: good[key].cast(key_type)}
     for wide in all_columns:
         out[wide] = values[wide] if wide in values else pa.nulls(n, pa.float64())
     return pa.table(out)
@@ -316,13 +370,13 @@ class _Agg:
     window: float | None = None
 
 
-def _aggregations(cfg: DataConfig, features: list[str]) -> list[_Agg]:
+def _aggregations(cfg: DataConfig) -> list[_Agg]:
     base = cfg.base_source
-    # The base source has one row per key, so the max of a base column is that row's value.
-    aggs = [_Agg(f, f"{base.name}__{f}", "max") for f in [*features, cfg.label] if f in base.fields]
-    aggs.append(_Agg("__base_rows", f"{base.name}__row", "count"))
+    aggs = [_Agg("__base_rows", f"{base.name}__row", "count")]
     for source in cfg.sources:
-        if source is base:
+        if not source.features:
+            # One row per key (duplicates went to quarantine), so the max of a column is that row's value.
+            aggs += [_Agg(f, f"{source.name}__{f}", "max") for f in source.fields if f != cfg.key]
             continue
         for f in source.features:
             column = f"{source.name}__{f.column}" if f.agg != "count" else f"{source.name}__row"
@@ -331,7 +385,7 @@ def _aggregations(cfg: DataConfig, features: list[str]) -> list[_Agg]:
     return aggs
 
 
-def _aggregate_partition(batch: pd.DataFrame, key: str, aggs: list[_Agg]) -> pd.DataFrame:
+def _aggregate_partition(batch: pd.DataFrame, key: str, key_type: pa.DataType, aggs: list[_Agg]) -> pa.Table:
     """Every feature of the keys in one hash partition (a partition holds all rows of its keys).
 
     Why not Ray's ``groupby().aggregate()``: it merges partial sums in the order blocks arrive, so a float
@@ -341,9 +395,8 @@ def _aggregate_partition(batch: pd.DataFrame, key: str, aggs: list[_Agg]) -> pd.
     It is also vectorized (pandas groupbys per partition, not a Python call per key), and a window or a
     "last value" is a mask or a sort away.
     """
-    if batch.empty:
-        empty = {a.out: pd.Series([], dtype="float64") for a in aggs}
-        return pd.DataFrame({key: pd.Series([], dtype="int64"), **empty})
+    if batch.empty:  # Arrow out, typed: an empty pandas column would have no type for a str key
+        return pa.table({key: pa.array([], key_type), **{a.out: pa.array([], pa.float64()) for a in aggs}})
     row_hash = pd.util.hash_pandas_object(batch[sorted(batch.columns)], index=False).to_numpy()
     batch = batch.iloc[np.lexsort((row_hash, batch[key].to_numpy()))].reset_index(drop=True)
     keys = batch[key]
@@ -362,7 +415,9 @@ def _aggregate_partition(batch: pd.DataFrame, key: str, aggs: list[_Agg]) -> pd.
             out[a.out] = rows.drop_duplicates("k", keep="last").set_index("k")["v"]
         else:
             out[a.out] = getattr(values.groupby(keys, sort=False), a.how)()
-    return out.astype("float64").reset_index()
+    return pa.table(
+        {key: pa.array(out.index, key_type), **{a.out: pa.array(out[a.out].astype("float64")) for a in aggs}}
+    )
 
 
 def _slope(keys: pd.Series, t: pd.Series, y: pd.Series) -> pd.Series:
@@ -376,18 +431,20 @@ def _slope(keys: pd.Series, t: pd.Series, y: pd.Series) -> pd.Series:
     return (sxy / sxx).where(sxx > 0)
 
 
-def _finalize(batch: pd.DataFrame, key: str, label: str, features: list[str], zero_fill: list[str]) -> pd.DataFrame:
-    """Keys with a valid base record only; fixed column order and dtypes.
+def _finalize(
+    batch: pd.DataFrame, key: str, key_type: pa.DataType, label: str, features: list[str], zero_fill: list[str]
+) -> pa.Table:
+    """Keys with a valid base record only; fixed column order and types (Arrow: a block without rows keeps them).
 
     A key with no events has a count of 0, not a missing count.
     """
     batch = batch.loc[batch["__base_rows"].fillna(0) == 1]  # duplicated keys went to quarantine
-    out = pd.DataFrame({key: batch[key].astype("int64")})
+    out = {key: pa.array(batch[key], key_type)}
     for f in features:
         col = batch[f].astype("float64")
-        out[f] = col.fillna(0.0) if f in zero_fill else col
-    out[label] = batch[label].astype("int64")
-    return out.reset_index(drop=True)
+        out[f] = pa.array(col.fillna(0.0) if f in zero_fill else col, pa.float64())
+    out[label] = pa.array(batch[label].astype("int64"), pa.int64())
+    return pa.table(out)
 
 
 def _hash_batch(batch: pd.DataFrame) -> pd.DataFrame:
@@ -472,15 +529,19 @@ def _build(
     started: float,
 ) -> DatasetVersion:
     """Every step of an ingest after the version id is known; writes through `writer`, commits last."""
-    features = feature_columns(cfg)
+    features = cfg.feature_columns()
     reconciliation: dict[str, dict[str, int]] = {}
     bad_parts, wide_parts, checked_by_source = [], [], {}
-    plan = _wide_columns(cfg, features)
+    plan = _wide_columns(cfg)
     all_columns = [wide for cols in plan.values() for wide, _ in cols]
     base = cfg.base_source
+    key_type = pa.string() if base.fields[cfg.key].type == "str" else pa.int64()
+    categorical: dict[str, list[str]] = {}  # every categorical feature → its categories, in code order
+    bad_files_by_source: dict[str, list[dict[str, Any]]] = {}
     for source in cfg.sources:
         t = time.time()
         paths, bad_files, bad_rows = _readable(source, files[source.name])
+        bad_files_by_source[source.name] = bad_files
         t = lap("probe files", t)
         if bad_files:
             bad_parts.append(ray_data().from_arrow(_bad_files_frame(source.name, bad_files)))
@@ -492,10 +553,12 @@ def _build(
         reconciliation[source.name] = r
         if not paths:
             continue
-        checked = _read_and_check(source, paths).materialize()
+        checked = _read_and_check(_with_label_contract(cfg, source), paths).materialize()
         for name, spec in source.fields.items():
-            # The label source's key is unique by construction (checked on the join below, for free).
-            if spec.unique and not (source is base and name == cfg.key):
+            # The label source's key is unique by construction (checked on the join below, for free); so is
+            # the key of another source of one row per key.
+            unique_key = name == cfg.key and (source is not base and not source.features)
+            if (spec.unique or unique_key) and not (source is base and name == cfg.key):
                 checked = _quarantine_duplicates(checked, name)
         checked_by_source[source.name] = checked
         t = lap("read and check", t)
@@ -504,21 +567,32 @@ def _build(
         lap("collect quarantine", t)
         r.update({"in": r["in"] + total, "ok": total - n_bad, "quarantined": r["quarantined"] + n_bad})
         bad_parts.append(bad)
-        categories = {n: list(s.allowed) for n, s in source.fields.items() if s.type == "str" and s.allowed}
+        # Every str field the table uses becomes category codes: a feature as it is, or one an aggregation
+        # reads (e.g. the `last` status). The label is mapped by `positive` instead.
+        used = [c for _, c in plan[source.name] if c is not None and c != cfg.label]
+        categories = _categories(source, checked, [c for c in used if source.fields[c].type == "str"])
+        if not source.features:
+            categorical.update(categories)
         wide_parts.append(
             checked.map_batches(
                 _project,
                 batch_format="pyarrow",
                 fn_kwargs={
                     "key": cfg.key,
+                    "key_type": key_type,
                     "mine": plan[source.name],
                     "all_columns": all_columns,
                     "categories": categories,
+                    "positive": (cfg.label, cfg.positive) if source is base and cfg.positive is not None else None,
                 },
             )
         )
     if base.name not in checked_by_source:
-        raise DataContractError(f"source {base.name!r} (it holds the label) has no readable file: {files[base.name]}")
+        first = bad_files_by_source[base.name][0]
+        raise DataContractError(
+            f"source {base.name!r} (it holds the label) has no readable file: {first['path']}: {first['reason']}"
+            + (f" (and {len(files[base.name]) - 1} more)" if len(files[base.name]) > 1 else "")
+        )
 
     t = time.time()
     aggregated = (
@@ -530,13 +604,13 @@ def _build(
             _aggregate_partition,
             batch_size=None,
             batch_format="pandas",
-            fn_kwargs={"key": cfg.key, "aggs": _aggregations(cfg, features)},
+            fn_kwargs={"key": cfg.key, "key_type": key_type, "aggs": _aggregations(cfg)},
         )
         .materialize()
     )
     # A key with more than one valid label record is ambiguous: all of its label records go to quarantine.
     duplicates = {
-        int(row[cfg.key]): int(row["__base_rows"]) for row in aggregated.filter(expr="__base_rows > 1").take_all()
+        _text(row[cfg.key]): int(row["__base_rows"]) for row in aggregated.filter(expr="__base_rows > 1").take_all()
     }
     if duplicates:
         dup = (
@@ -567,7 +641,11 @@ def _build(
             )
         elif not r["in"] and r["bad_files"] == total_files:
             # Unreadable files whose records cannot be counted: the share of records says nothing here.
-            too_bad.append(f"source {source.name!r}: none of its {total_files} file(s) can be read")
+            first = bad_files_by_source[source.name][0]
+            too_bad.append(
+                f"source {source.name!r}: none of its {total_files} file(s) can be read ({first['path']}: "
+                f"{first['reason']})"
+            )
     if too_bad:
         # No version: its table would train on a source the contract rejects. The quarantine is kept where
         # no reader looks for versions, so the user can see why.
@@ -584,6 +662,7 @@ def _build(
         batch_format="pandas",
         fn_kwargs={
             "key": cfg.key,
+            "key_type": key_type,
             "label": cfg.label,
             "features": features,
             "zero_fill": zero_fill,
@@ -595,7 +674,6 @@ def _build(
     rows = table.count()
     table.write_parquet(writer.path("table"), filesystem=writer.fs)
     t = lap("write table", t)
-    categorical = {n: list(spec.allowed) for n, spec in base.fields.items() if n in features and spec.type == "str"}
     profile_file = writer.write_json(PROFILE, profile(table, features, cfg.label, categorical))
     lap("profile", t)
     table_files = writer.files("table")
@@ -606,7 +684,9 @@ def _build(
         "rows": rows,
         "key": cfg.key,
         "label": cfg.label,
+        "positive": cfg.positive,
         "features": features,
+        "categories": categorical,
         "schema": schema,
         "spec_hash": _spec_hash(cfg),
         "validation_fraction": cfg.validation_fraction,

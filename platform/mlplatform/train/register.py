@@ -20,11 +20,11 @@ from mlplatform.data.ingest import DatasetVersion
 from mlplatform.data.schema import SCHEMA_FILE, input_schema
 from mlplatform.errors import PlatformError
 from mlplatform.registry import CHALLENGER, CHAMPION, client, git_commit, load_booster, model_uri, set_aliases
-from mlplatform.settings import MLPLATFORM_SUBMITTED_BY, RAY_JOB_ID
+from mlplatform.settings import MLPLATFORM_SUBMITTED_BY
 from mlplatform.train.common import METRIC, MODEL_FILE
 from mlplatform.train.config import TrainConfig
 from mlplatform.train.gate import Decision, Evaluation, decide, evaluate
-from mlplatform.train.search import TrainingData, TrialOutcome
+from mlplatform.train.search import TrainingData, TrialOutcome, errors_summary
 
 __all__ = ["RegisteredVersion", "config_hash", "log_and_register", "gate_and_alias"]
 
@@ -36,6 +36,17 @@ class RegisteredVersion:
     run_id: str
     metrics: dict[str, float]
     aliases: tuple[str, ...]
+
+
+def ray_job() -> str:
+    """The Ray job this process runs in: its submission id (`ray job submit`, `mlplatform submit`), else the
+    driver's job id; "" outside Ray. Ray strips RAY_JOB_ID from a submitted job's environment."""
+    import ray
+
+    if not ray.is_initialized():
+        return ""
+    context = ray.get_runtime_context()
+    return context.get_job_submission_id() or context.get_job_id() or ""
 
 
 def config_hash(config: BaseModel) -> str:
@@ -71,8 +82,9 @@ def log_and_register(
 
     ok = [o for o in outcomes if o.error is None and o.checkpoint_dir and METRIC in o.metrics]
     if len(ok) < cfg.register_top:
-        errors = "; ".join(o.error for o in outcomes if o.error)[:2000]
-        raise PlatformError(f"only {len(ok)} trial(s) finished, {cfg.register_top} needed to register. {errors}")
+        raise PlatformError(
+            f"only {len(ok)} trial(s) finished, {cfg.register_top} needed to register: {errors_summary(outcomes)}"
+        )
 
     mlflow.set_experiment(cfg.experiment)
     commit = git_commit()
@@ -83,7 +95,7 @@ def log_and_register(
         "mlplatform.dataset.path": dataset.path,
         "mlplatform.config_hash": pipeline_config_hash,
         "mlplatform.git_commit": commit,
-        "mlplatform.ray_job_id": RAY_JOB_ID.get() or "",
+        "mlplatform.ray_job_id": ray_job(),
         "mlplatform.submitted_by": MLPLATFORM_SUBMITTED_BY.get() or os.environ.get("USER", ""),
     }
     val_df = data.val_frame()

@@ -25,6 +25,8 @@ from mlplatform.train.parallel import dp_trial
 __all__ = [
     "TrainingData",
     "TrialOutcome",
+    "check_table",
+    "errors_summary",
     "load_training_data",
     "search",
     "to_tune_space",
@@ -90,6 +92,45 @@ def load_training_data(
     bucket = pd.util.hash_pandas_object(df[dataset.key], index=False).to_numpy() % 1000
     val = bucket < int(fraction * 1000)
     return TrainingData(dataset.features, x[~val], y[~val], x[val], y[val])
+
+
+def check_table(dataset: DatasetVersion) -> None:
+    """Refuse, before any trial, a table no trial can learn from: no rows, one class, a feature with no value.
+
+    Read from the version's profile (a few KB), so it costs nothing whatever the table's size.
+
+    Raises:
+        DataContractError: one line naming the dataset and the column.
+    """
+    stats = dataset.profile()
+    where = f"dataset {dataset.manifest.get('name', '?')} version {dataset.version}"
+    if not stats.get("rows"):
+        raise DataContractError(f"{where} has no rows: every record was quarantined or no key has a label record")
+    rate = stats.get("label_rate")
+    if rate in (0, 1):
+        raise DataContractError(
+            f"label {dataset.label!r} is {int(rate)} in all {stats['rows']} rows of {where}: a classifier needs both "
+            "classes (check the label source, or `positive:`)"
+        )
+    empty = [name for name, f in stats.get("features", {}).items() if f.get("count") == 0]
+    if empty:
+        raise DataContractError(
+            f"feature(s) {empty} of {where} have no value in any row: remove them, or fix the source (a wrong "
+            "`path`, or a field the records do not have)"
+        )
+
+
+def errors_summary(outcomes: list[TrialOutcome]) -> str:
+    """Failed trials said once: how many, which, and the first error's last line (not its traceback)."""
+    failed = [o for o in outcomes if o.error]
+    if not failed:
+        return ""
+    first = failed[0].error or ""
+    lines = [line.strip() for line in first.strip().splitlines() if line.strip()]
+    return (
+        f"{len(failed)} of {len(outcomes)} trial(s) failed ({', '.join(o.trial_id for o in failed[:5])}"
+        f"{', ...' if len(failed) > 5 else ''}); first error: {(lines[-1] if lines else first)[:300]}"
+    )
 
 
 def resolve_mode(cfg: TrainConfig, rows: int) -> str:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
     from mlplatform.data.config import SourceSpec
 
-__all__ = ["SourceKind", "Probe", "register", "get", "names", "utf8_problem", "read_lines"]
+__all__ = ["SourceKind", "Probe", "register", "get", "names", "column_problem", "utf8_problem", "read_lines"]
 
 _KINDS: dict[str, SourceKind] = {}
 _discovered = False
@@ -82,12 +82,13 @@ class SourceKind:
                 f"available: {sorted(known)}"
             )
 
-    def probe(self, fs: Any, path: str) -> Probe:
+    def probe(self, fs: Any, path: str, source: SourceSpec) -> Probe:
         """Whether a non-empty file can be read, and what to quarantine of it (see `Probe`).
 
         Args:
             fs: the pyarrow filesystem holding the file.
             path: the file's path in `fs`.
+            source: the source spec (a kind with a header or a schema checks its columns against the fields).
         """
         return Probe()
 
@@ -135,6 +136,20 @@ def get(name: str) -> SourceKind:
     if name not in _KINDS:
         raise ConfigError(f"unknown format {name!r}; the source kinds are {names()}")
     return _KINDS[name]
+
+
+def column_problem(columns: list[str], source: SourceSpec, *, optional_may_miss: bool = True) -> str:
+    """Why a file's columns cannot hold the source's fields ("" when they can): a column name twice (which one
+    is the field is unknowable), or a field without a column (required ones only, with `optional_may_miss`)."""
+    twice = sorted({c for c in columns if columns.count(c) > 1})
+    if twice:
+        return f"duplicate column name(s) {twice} in the file"
+    missing = [
+        name for name, spec in source.fields.items() if name not in columns and (spec.required or not optional_may_miss)
+    ]
+    if missing:
+        return f"no column for field(s) {missing} (the file has {columns[:30]})"
+    return ""
 
 
 def utf8_problem(fs: Any, path: str) -> Probe:

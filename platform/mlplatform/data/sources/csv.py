@@ -9,20 +9,32 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from mlplatform.data.contract import FILE
-from mlplatform.data.sources import Probe, SourceKind, register, utf8_problem
+from mlplatform.data.sources import Probe, SourceKind, column_problem, register, utf8_problem
 
 
 def _skip_row(row: Any) -> str:
     return "skip"  # the probe found it and quarantines it (CsvKind.probe)
 
 
+def _header(fs: Any, path: str) -> list[str]:
+    """The column names of a CSV file's header, as written (a name twice included)."""
+    with fs.open_input_stream(path) as f:
+        reader = pacsv.open_csv(
+            f,
+            read_options=pacsv.ReadOptions(block_size=1 << 16),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=_skip_row),
+        )
+        return reader.schema.names
+
+
 @register
 class CsvKind(SourceKind):
     name = "csv"
 
-    def probe(self, fs: Any, path: str) -> Probe:
-        """Not UTF-8, or rows whose number of columns is not the header's: pyarrow's reader (and so Ray's)
-        would fail the whole file on one such row; the reader skips them and the quarantine gets them."""
+    def probe(self, fs: Any, path: str, source: Any) -> Probe:
+        """Not UTF-8, a header without a required field's column (or with a name twice), no record at all; or
+        rows whose number of columns is not the header's: pyarrow's reader (and so Ray's) would fail the whole
+        file on one such row; the reader skips them and the quarantine gets them."""
         text = utf8_problem(fs, path)
         if text.reason:
             return text._replace(rows=max(0, (text.rows or 0) - 1))  # the header is not a record
@@ -44,8 +56,12 @@ class CsvKind(SourceKind):
                 # Converting one column is enough: the row check happens while parsing, before conversion.
                 convert_options=pacsv.ConvertOptions(include_columns=["__none__"], include_missing_columns=True),
             )
-            for _ in reader:
-                pass
+            rows = sum(batch.num_rows for batch in reader)
+        problem = column_problem(_header(fs, path), source)
+        if problem:
+            return Probe(problem, [], rows + len(bad))
+        if not rows and not bad:
+            return Probe("no records: the file holds a header only", [], 0)
         return Probe("", bad)
 
     def read(self, source: Any, paths: list[str]) -> Any:

@@ -53,7 +53,7 @@ def parse_json_lines(lines: pd.Series, fields: Mapping[str, Any]) -> pd.DataFram
 class JsonLinesKind(SourceKind):
     name = "jsonl"
 
-    def probe(self, fs: Any, path: str) -> Probe:
+    def probe(self, fs: Any, path: str, source: Any) -> Probe:
         return utf8_problem(fs, path)
 
     def read(self, source: Any, paths: list[str]) -> Any:

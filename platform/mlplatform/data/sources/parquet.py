@@ -9,14 +9,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlplatform.data.contract import FILE
-from mlplatform.data.sources import Probe, SourceKind, register
+from mlplatform.data.sources import Probe, SourceKind, column_problem, register
 
 
 @register
 class ParquetKind(SourceKind):
     name = "parquet"
 
-    def probe(self, fs: Any, path: str) -> Probe:
+    def probe(self, fs: Any, path: str, source: Any) -> Probe:
         """A footer that does not parse (a truncated file), or data pages that do not: reading the file whole
         here means a corrupt page quarantines its file instead of failing the read of every file; with a
         valid footer its row count is known."""
@@ -25,6 +25,10 @@ class ParquetKind(SourceKind):
             meta = parquet.metadata
             if not meta.num_columns:
                 return Probe("Parquet file without columns")
+            # The reader selects the source's fields by name: a missing one would fail every file's read.
+            problem = column_problem(parquet.schema_arrow.names, source, optional_may_miss=False)
+            if problem:
+                return Probe(problem, [], meta.num_rows)
             try:
                 for _ in parquet.iter_batches(batch_size=65536):
                     pass

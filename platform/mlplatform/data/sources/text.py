@@ -30,7 +30,7 @@ class TextKind(SourceKind):
     name = "text"
     file_fields = TEXT_FIELDS
 
-    def probe(self, fs: Any, path: str) -> Probe:
+    def probe(self, fs: Any, path: str, source: Any) -> Probe:
         return utf8_problem(fs, path)
 
     def read(self, source: Any, paths: list[str]) -> Any:
