@@ -100,6 +100,38 @@ def _cmd_run(a: argparse.Namespace) -> int:
     return run_local(a.job, a.config, resume=a.resume)
 
 
+def _cmd_predict(a: argparse.Namespace) -> int:
+    from mlplatform.launch import submit
+    from mlplatform.serve.batch import absolute, parse_model_ref
+
+    parse_model_ref(a.model)  # a malformed reference fails here, before anything is submitted
+    args = ["--model", a.model, "--input", absolute(a.input), "--out", absolute(a.out)]
+    args += ["--key", a.key] if a.key else []
+    args += ["--concurrency", str(a.concurrency)] if a.concurrency else []
+    args += ["--gpus-per-actor", str(a.gpus_per_actor)] if a.gpus_per_actor else []
+    return submit("predict", None, a.address, wait=not a.no_wait, job_args=args)
+
+
+def _cmd_jobs(a: argparse.Namespace) -> int:
+    from mlplatform.launch import job_logs, list_jobs, stop_job
+
+    if a.action == "list":
+        rows = list_jobs(a.address, limit=a.limit)
+        if not rows:
+            print("no jobs")
+        for r in rows:
+            print(f"{r['id']:<48} {r['status']:<9} {r['started']}  {r['seconds']:>8.1f}s  {r['entrypoint'][:70]}")
+            if r["message"] and r["status"] in ("FAILED", "STOPPED"):
+                print(f"{'':<48} {r['message'][:120]}")
+        return 0
+    if a.action == "logs":
+        status = job_logs(a.id, a.address, follow=a.follow)
+        print(f"\n-- job {a.id}: {status}", file=sys.stderr)
+        return 0
+    print(f"job {a.id}: {stop_job(a.id, a.address)}")
+    return 0
+
+
 def _cmd_data(a: argparse.Namespace) -> int:
     from mlplatform.tools.sample_data import generate
 
@@ -398,6 +430,30 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
             s.add_argument("--no-wait", action="store_true", help="return once submitted")
         s.set_defaults(fn=fn)
+
+    s = sub.add_parser("predict", help="batch scoring: every row of a CSV/Parquet file, Parquet out (a Ray job)")
+    s.add_argument("--model", required=True, help="NAME@ALIAS (churn@champion), NAME/VERSION (churn/3) or NAME")
+    s.add_argument("--input", required=True, help="a CSV or Parquet file, or a folder of Parquet files")
+    s.add_argument("--out", required=True, help="a new folder: Parquet with the key, prediction, model_version, error")
+    s.add_argument("--key", help="the column identifying a row (default: the training data's key)")
+    s.add_argument("--concurrency", type=int, help="scoring actors (default: one per CPU of the cluster)")
+    s.add_argument("--gpus-per-actor", type=float, default=0.0, help="> 0: predict on GPUs")
+    s.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
+    s.add_argument("--no-wait", action="store_true", help="return once submitted")
+    s.set_defaults(fn=_cmd_predict)
+
+    s = sub.add_parser("jobs", help="the jobs of a cluster: list them, read or follow their logs, stop one")
+    jsub = s.add_subparsers(dest="action", required=True)
+    j = jsub.add_parser("list", help="newest first: id, status, start, duration, entrypoint")
+    j.add_argument("--limit", type=int, default=20)
+    j = jsub.add_parser("logs", help="a job's logs so far (--follow: as they come, until it ends)")
+    j.add_argument("id", help="the job's submission id (as `submit` and `jobs list` print it)")
+    j.add_argument("--follow", "-f", action="store_true")
+    j = jsub.add_parser("stop", help="stop a running job (Ray sends SIGTERM, then SIGKILL)")
+    j.add_argument("id")
+    for j in jsub.choices.values():
+        j.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
+    s.set_defaults(fn=_cmd_jobs)
 
     s = sub.add_parser("data", help="generate the sample data (heterogeneous sources about the same customers)")
     s.add_argument("--out", default=None, help="folder (default: $MLPLATFORM_HOME/data/demo)")

@@ -16,6 +16,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import mlplatform
 from mlplatform import cluster
@@ -31,7 +32,17 @@ from mlplatform.settings import (
     platform_home,
 )
 
-__all__ = ["job_main", "submit", "run_local", "repo_root", "EXCLUDES"]
+__all__ = [
+    "job_main",
+    "predict_main",
+    "submit",
+    "run_local",
+    "repo_root",
+    "list_jobs",
+    "job_logs",
+    "stop_job",
+    "EXCLUDES",
+]
 
 #: Never uploaded with the working_dir: environments, state, caches.
 EXCLUDES = [
@@ -107,6 +118,39 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
     return 0
 
 
+def predict_main(argv: list[str] | None = None) -> int:
+    """Entrypoint of jobs/predict.py: batch scoring of a file by a registered version. Returns the exit code."""
+    from mlplatform.pipeline import predict_step
+
+    parser = argparse.ArgumentParser(prog="jobs/predict.py", description="score every row of a file")
+    parser.add_argument("--model", required=True, help="NAME@ALIAS (churn@champion), NAME/VERSION or NAME")
+    parser.add_argument("--input", required=True, help="a CSV or Parquet file, or a folder of Parquet files")
+    parser.add_argument("--out", required=True, help="a new folder for the Parquet output")
+    parser.add_argument("--key", help="the column identifying a row (default: the training data's key)")
+    parser.add_argument("--concurrency", type=int, help="scoring actors (default: one per CPU of the cluster)")
+    parser.add_argument("--cpus-per-actor", type=float, default=1.0)
+    parser.add_argument("--gpus-per-actor", type=float, default=0.0, help="> 0: predict on GPUs (device cuda)")
+    args = parser.parse_args(argv)
+    if not MLFLOW_TRACKING_URI.get():
+        print("error: MLFLOW_TRACKING_URI is not set (`mlplatform up` exports it to Ray's processes)", file=sys.stderr)
+        return 2
+    _connect()
+    try:
+        predict_step(
+            args.model,
+            args.input,
+            args.out,
+            key=args.key,
+            concurrency=args.concurrency,
+            cpus_per_actor=args.cpus_per_actor,
+            gpus_per_actor=args.gpus_per_actor,
+        )
+    except PlatformError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run_local(job: str, config: str, *, resume: bool = False) -> int:
     """Run a job in this process on an embedded local Ray (`mlplatform run`); no `mlplatform up` needed.
 
@@ -154,10 +198,12 @@ def submit(
     resume_app: str | None = None,
     every: str | None = None,
     force: bool = False,
+    job_args: list[str] | None = None,
 ) -> int:
     """Submit jobs/<job>.py with `config` to the Ray Jobs API at `address`; stream logs; return exit code.
 
     Args:
+        job_args: more arguments of the job's command line (predict: its model, input and output).
         resume_app: rollout only, instead of a config: continue the interrupted rollout of this application.
         every: monitor only: repeat the pass this often (the job runs until stopped).
         force: monitor only: retrain even if nothing fired.
@@ -166,7 +212,7 @@ def submit(
         ConfigError: the config is invalid (nothing is submitted) or lies outside the repository.
         JobFailedError: with `wait`, the job ended FAILED or STOPPED.
     """
-    from ray.job_submission import JobStatus, JobSubmissionClient
+    from ray.job_submission import JobStatus
 
     root = repo_root()
     if not (root / "jobs" / f"{job}.py").exists():
@@ -186,14 +232,8 @@ def submit(
     args += ["--resume-app", resume_app] if resume_app else []
     args += ["--every", every] if every else []
     args += ["--force"] if force else []
-    addr = _address(address)
-    try:
-        client = JobSubmissionClient(addr, headers=cluster.auth_headers())
-    except ConnectionError as exc:
-        raise PlatformNotRunningError(
-            f"no Ray Jobs API at {addr}: start the local platform with `mlplatform up`, or pass --address "
-            f"(and forward the dashboard port of a remote cluster). ({exc})"
-        ) from None
+    args += job_args or []
+    addr, client = _client(address)
     job_id = client.submit_job(
         entrypoint=shlex.join(["python", f"jobs/{job}.py", *args]),
         submission_id=f"mlplatform-{job}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}",
@@ -206,6 +246,34 @@ def submit(
     print(f"submitted {job_id} to {addr}", flush=True)
     if not wait:
         return 0
+    status = _follow(client, job_id)
+    if status != JobStatus.SUCCEEDED:
+        # The logs were streamed above; Ray's message repeats them, so keep its first line only.
+        message = (client.get_job_info(job_id).message or "").strip().splitlines()
+        raise JobFailedError(f"job {job_id} {status.value}: {message[0] if message else ''}".strip())
+    print(f"job {job_id} succeeded", flush=True)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ the jobs of a cluster
+
+
+def _client(address: str | None) -> tuple[str, Any]:
+    """(address, JobSubmissionClient) of the Jobs API at `address` (default: the local platform's)."""
+    from ray.job_submission import JobSubmissionClient
+
+    addr = _address(address)
+    try:
+        return addr, JobSubmissionClient(addr, headers=cluster.auth_headers())
+    except ConnectionError as exc:
+        raise PlatformNotRunningError(
+            f"no Ray Jobs API at {addr}: start the local platform with `mlplatform up`, or pass --address "
+            f"(and forward the dashboard port of a remote cluster). ({exc})"
+        ) from None
+
+
+def _follow(client: Any, job_id: str) -> Any:
+    """Print the job's logs as they come until it ends; its final status."""
 
     async def tail() -> None:
         async for lines in client.tail_job_logs(job_id):
@@ -216,9 +284,57 @@ def submit(
     while not status.is_terminal():
         time.sleep(0.5)
         status = client.get_job_status(job_id)
-    if status != JobStatus.SUCCEEDED:
-        # The logs were streamed above; Ray's message repeats them, so keep its first line only.
-        message = (client.get_job_info(job_id).message or "").strip().splitlines()
-        raise JobFailedError(f"job {job_id} {status.value}: {message[0] if message else ''}".strip())
-    print(f"job {job_id} succeeded", flush=True)
-    return 0
+    return status
+
+
+def _known(client: Any, addr: str, job_id: str) -> Any:
+    """The job's info; ConfigError naming the job when the cluster has no such job."""
+    try:
+        return client.get_job_info(job_id)
+    except RuntimeError:
+        raise ConfigError(f"no job {job_id!r} at {addr}; `mlplatform jobs list` shows the jobs there") from None
+
+
+def list_jobs(address: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+    """The cluster's jobs, newest first: id, status, what runs, when it started and how long it ran."""
+    _, client = _client(address)
+    rows = []
+    for info in sorted(client.list_jobs(), key=lambda j: j.start_time or 0, reverse=True)[:limit]:
+        ended = info.end_time or time.time() * 1000
+        rows.append(
+            {
+                "id": info.submission_id or info.job_id,
+                "status": info.status.value,
+                "entrypoint": info.entrypoint,
+                "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((info.start_time or 0) / 1000)),
+                "seconds": round((ended - (info.start_time or ended)) / 1000, 1),
+                "message": (info.message or "").strip().splitlines()[0] if info.message else "",
+            }
+        )
+    return rows
+
+
+def job_logs(job_id: str, address: str | None = None, *, follow: bool = False) -> str:
+    """A job's status; its logs printed (all so far, or with `follow` as they come until it ends)."""
+    addr, client = _client(address)
+    _known(client, addr, job_id)
+    if follow:
+        return _follow(client, job_id).value
+    print(client.get_job_logs(job_id), end="", flush=True)
+    return client.get_job_status(job_id).value
+
+
+def stop_job(job_id: str, address: str | None = None, *, wait_s: float = 30.0) -> str:
+    """Ask Ray to stop the job (SIGTERM, then SIGKILL after Ray's grace period); its status once it ended or
+    after `wait_s`."""
+    addr, client = _client(address)
+    info = _known(client, addr, job_id)
+    if info.status.is_terminal():
+        return info.status.value
+    client.stop_job(job_id)
+    deadline = time.time() + wait_s
+    status = client.get_job_status(job_id)
+    while not status.is_terminal() and time.time() < deadline:
+        time.sleep(0.5)
+        status = client.get_job_status(job_id)
+    return status.value

@@ -28,6 +28,7 @@ from mlplatform.release.config import DeployConfig, RolloutConfig
 from mlplatform.release.deploy import Deployment, deploy
 from mlplatform.release.rollout import RolloutResult, cluster_stats, run_rollout
 from mlplatform.release.traffic import TrafficControl
+from mlplatform.serve.batch import BatchResult, parse_model_ref, score
 from mlplatform.settings import platform_home
 from mlplatform.train.common import METRIC
 from mlplatform.train.config import TrainConfig
@@ -314,6 +315,36 @@ def monitor_step(cfg: MonitorJobConfig, opts: JobOptions = JobOptions()) -> Pass
     print(f"\n== monitor: {result.outcome}")
     if result.drift_dir:
         print(f"  drift report: {result.drift_dir}/report.html")
+    return result
+
+
+def predict_step(
+    model: str,
+    input_path: str,
+    out: str,
+    *,
+    key: str | None = None,
+    concurrency: int | None = None,
+    cpus_per_actor: float = 1.0,
+    gpus_per_actor: float = 0.0,
+) -> BatchResult:
+    """Batch scoring (`mlplatform predict`, jobs/predict.py): every row of a file, Parquet out."""
+    quiet_ray_data()
+    result = score(
+        parse_model_ref(model),
+        input_path,
+        out,
+        key=key,
+        concurrency=concurrency,
+        cpus_per_actor=cpus_per_actor,
+        gpus_per_actor=gpus_per_actor,
+    )
+    print(
+        f"\n== predict: {result.rows} rows scored by {result.model} (v{result.version}) in {result.seconds:.1f}s "
+        f"({result.rows_per_s:,.0f} rows/s) -> {result.out}"
+    )
+    if result.errors:
+        print(f"  {result.errors} row(s) could not be scored: prediction null, the reason in their `error` column")
     return result
 
 

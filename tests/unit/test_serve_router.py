@@ -20,7 +20,7 @@ FEATURES = ["a", "b"]
 ROW = {"a": 1.0, "b": 2.0}
 
 
-def call(app, method, path, body=None, headers=None, chunks=None, raw=False):
+def call(app, method, path, body=None, headers=None, chunks=None, raw=False, root_path=""):
     """One HTTP request through the ASGI app: (status, headers, JSON body — or the bytes, with `raw`)."""
     if body is not None and not isinstance(body, bytes):
         body = json.dumps(body).encode()
@@ -36,7 +36,7 @@ def call(app, method, path, body=None, headers=None, chunks=None, raw=False):
         "scheme": "http",
         "path": path,
         "raw_path": path.encode(),
-        "root_path": "",
+        "root_path": root_path,
         "query_string": b"",
         "headers": [(k.encode(), v.encode()) for k, v in hdrs.items()],
         "client": ("127.0.0.1", 1234),
@@ -126,6 +126,18 @@ def test_v1_predict_and_header():
     assert status == 200
     assert body == {"predictions": [3.0, 1.0], "model_version": "1"}
     assert headers["x-model-version"] == "1"
+
+
+def test_an_application_under_a_route_prefix_serves_every_route():
+    """Serve hands a prefix such as /tumours as the ASGI root_path, with the whole path in `path`."""
+    _, app = make()
+    body = {"instances": [ROW]}
+    assert call(app, "POST", "/tumours/v1/models/m:predict", body, root_path="/tumours")[0] == 200
+    v2 = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [1]}]}
+    v2["inputs"].append({"name": "b", "shape": [1], "datatype": "FP32", "data": [2]})
+    assert call(app, "POST", "/tumours/v2/models/m/infer", v2, root_path="/tumours")[0] == 200
+    assert call(app, "GET", "/tumours/v2/models/m", root_path="/tumours")[0] == 200
+    assert call(app, "POST", "/tumoursx/v1/models/m:predict", body, root_path="/tumours")[0] == 404
 
 
 def test_traffic_split_over_http():

@@ -166,6 +166,15 @@ _V1 = re.compile(r"^/v1/models/([^/]+):predict$")
 _V2 = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
 
+def _route_path(scope: dict) -> str:
+    """The request's path below the application's route prefix (Serve passes a prefix such as /tumours as the
+    ASGI root_path and the whole path in `path`; Starlette's router strips it the same way)."""
+    path, root = scope.get("path", ""), scope.get("root_path", "")
+    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
+        return path[len(root) :]
+    return path
+
+
 class _HotRoutes:
     """ASGI middleware serving the inference routes without FastAPI's routing, dependency solving and request
     objects: they carry nearly all the traffic, and those layers cost more CPU per request than parsing the
@@ -180,7 +189,7 @@ class _HotRoutes:
         self.infer = infer
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
+        path = _route_path(scope) if scope["type"] == "http" else ""
         match = (_V1.match(path), None) if path.startswith("/v1/") else (None, _V2.match(path))
         if match == (None, None):
             await self.app(scope, receive, send)

@@ -73,6 +73,12 @@ class TrainConfig(StrictModel):
     num_samples: int = Field(4, ge=1, description="Trials to sample (grid: repetitions of the whole grid).")
     max_concurrent_trials: int = Field(2, ge=1)
     cpus_per_trial: float = Field(1.0, gt=0, description="Also XGBoost's nthread (rounded up).")
+    gpus_per_trial: float = Field(
+        0,
+        ge=0,
+        description="GPUs of a trial (of each worker in data-parallel mode): XGBoost trains with device cuda and "
+        "Ray places the trial on a node with that many free GPUs. 0 trains on CPUs.",
+    )
     seed: int = 0
     params: dict[str, Any] = Field(default_factory=dict, description="Fixed XGBoost params.")
     search_space: dict[str, ParamSpec] = Field(default_factory=dict)
@@ -108,6 +114,8 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if self.gpus_per_trial and "device" in self.params:
+            raise ValueError("params.device and gpus_per_trial both choose the device; keep gpus_per_trial")
         overlap = set(self.params) & set(self.search_space)
         if overlap:
             raise ValueError(f"{sorted(overlap)} appear in both params and search_space")

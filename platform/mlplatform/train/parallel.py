@@ -81,6 +81,15 @@ def _worker(config: dict[str, Any]) -> None:
         )
 
 
+def worker_scaling(num_workers: int, cpus: float, gpus: float) -> Any:
+    """Ray Train's scaling of a data-parallel fit: each worker's CPUs, and its GPUs when it trains on one (the
+    trial's params then say device cuda, see `search.device_params`)."""
+    import ray.train
+
+    per_worker = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    return ray.train.ScalingConfig(num_workers=num_workers, use_gpu=bool(gpus), resources_per_worker=per_worker)
+
+
 def dp_trial(
     config: dict[str, Any],
     *,
@@ -91,6 +100,7 @@ def dp_trial(
     validation_fraction: float,
     num_workers: int,
     cpus_per_worker: float,
+    gpus_per_worker: float,
     num_boost_round: int,
     report_every: int,
     storage_path: str,
@@ -125,7 +135,7 @@ def dp_trial(
             "num_boost_round": num_boost_round,
             "report_every": report_every,
         },
-        scaling_config=ray.train.ScalingConfig(num_workers=num_workers, resources_per_worker={"CPU": cpus_per_worker}),
+        scaling_config=worker_scaling(num_workers, cpus_per_worker, gpus_per_worker),
         run_config=ray.train.RunConfig(
             # Named after the trial: a retried or restored trial resumes this run from its checkpoint.
             name=f"{context.get_experiment_name()}-{context.get_trial_id()}",

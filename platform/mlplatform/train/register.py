@@ -40,13 +40,21 @@ class RegisteredVersion:
 
 def ray_job() -> str:
     """The Ray job this process runs in: its submission id (`ray job submit`, `mlplatform submit`), else the
-    driver's job id; "" outside Ray. Ray strips RAY_JOB_ID from a submitted job's environment."""
+    driver's job id; "" outside Ray.
+
+    Ray strips RAY_JOB_ID from a submitted job's environment and its runtime context (2.60) has no submission
+    id; the job supervisor hands the driver its job config, whose metadata holds it, in this variable.
+    """
+    try:
+        config = json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}")
+        submission = (config.get("metadata") or {}).get("job_submission_id")
+    except (ValueError, AttributeError):
+        submission = None
+    if submission:
+        return str(submission)
     import ray
 
-    if not ray.is_initialized():
-        return ""
-    context = ray.get_runtime_context()
-    return context.get_job_submission_id() or context.get_job_id() or ""
+    return ray.get_runtime_context().get_job_id() if ray.is_initialized() else ""
 
 
 def config_hash(config: BaseModel) -> str:

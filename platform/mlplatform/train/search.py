@@ -26,6 +26,8 @@ __all__ = [
     "TrainingData",
     "TrialOutcome",
     "check_table",
+    "device_params",
+    "trial_resources",
     "errors_summary",
     "load_training_data",
     "search",
@@ -213,11 +215,27 @@ def _trainable(config: dict[str, Any], data_ref: Any, num_boost_round: int, repo
     )
 
 
+def device_params(cfg: TrainConfig) -> dict[str, Any]:
+    """XGBoost's device for the trials: CUDA when the trial holds a GPU (Ray sets CUDA_VISIBLE_DEVICES to it)."""
+    return {"device": "cuda"} if cfg.gpus_per_trial else {}
+
+
+def trial_resources(cfg: TrainConfig) -> dict[str, float]:
+    """What one per-trial process asks Ray for (Tune's names): its CPUs, and its GPUs when it trains on one."""
+    return {"cpu": cfg.cpus_per_trial, **({"gpu": cfg.gpus_per_trial} if cfg.gpus_per_trial else {})}
+
+
 def check_resources(cfg: TrainConfig, mode: str = "per_trial") -> None:
     """Fail fast when the cluster could never run a trial (Tune would wait forever)."""
     import ray
 
     nodes = [n for n in ray.nodes() if n.get("Alive")]
+    most_gpus = max((n["Resources"].get("GPU", 0.0) for n in nodes), default=0.0)
+    if cfg.gpus_per_trial > most_gpus:
+        raise PlatformError(
+            f"gpus_per_trial {cfg.gpus_per_trial:g} but no node has that many GPUs (the most is {most_gpus:g}); "
+            "set train.gpus_per_trial to 0 to train on CPUs, or add GPU nodes"
+        )
     largest = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
     total = sum(n["Resources"].get("CPU", 0.0) for n in nodes)
     what = "per worker" if mode == "data_parallel" else ""
@@ -315,6 +333,7 @@ def search(
                 validation_fraction=float(dataset.manifest.get("validation_fraction", 0.2)),
                 num_workers=cfg.num_workers,
                 cpus_per_worker=cfg.cpus_per_trial,
+                gpus_per_worker=cfg.gpus_per_trial,
                 num_boost_round=cfg.num_boost_round,
                 report_every=cfg.report_every,
                 storage_path=storage_path,
@@ -333,7 +352,7 @@ def search(
                 report_every=cfg.report_every,
                 nthread=max(1, math.ceil(cfg.cpus_per_trial)),
             ),
-            {"cpu": cfg.cpus_per_trial},
+            trial_resources(cfg),
         )
     path = os.path.join(storage_path, name)
     if resume:
@@ -345,6 +364,7 @@ def search(
             trainable,
             param_space={
                 **cfg.params,
+                **device_params(cfg),
                 "seed": cfg.seed,
                 **to_tune_space(cfg.search_space, grid=cfg.search_alg == "grid"),
             },

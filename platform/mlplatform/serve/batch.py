@@ -1,0 +1,248 @@
+"""Batch scoring: a registered version over a whole file with Ray Data (`mlplatform predict`, jobs/predict.py).
+
+The input's rows stream through ``map_batches`` on a pool of actors; each actor loads the booster once
+(from bytes shipped through the object store, not once per actor from MLflow) and predicts one batch per
+call with ``inplace_predict``. Raw values are encoded exactly as the endpoint encodes them: numbers as
+float32, a categorical's raw value as its code in the version's input schema, missing as NaN. So one row
+scores identically both ways.
+
+Nothing is dropped: a row that cannot be scored (a category training never saw, text in a numeric
+feature) is written with a null prediction and its reason in ``error``. The output is Parquet: the key,
+``prediction`` (the probability of the positive class), ``model_version`` and ``error``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from mlplatform import registry
+from mlplatform.data.schema import SCHEMA_FILE, InputSchema
+from mlplatform.data.version import filesystem, load_version
+from mlplatform.errors import ConfigError, DataContractError
+
+__all__ = ["ModelRef", "BatchResult", "parse_model_ref", "score", "encode"]
+
+#: Rows per `inplace_predict` call: large enough that XGBoost's per-call cost vanishes, small enough to stream.
+BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.alias}" if self.alias else f"{self.name}/{self.version}"
+
+
+def parse_model_ref(text: str) -> ModelRef:
+    """``churn@champion`` (an alias), ``churn/3`` (a version) or ``churn`` (its champion).
+
+    Raises:
+        ConfigError: anything else.
+    """
+    m = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:@([A-Za-z0-9_-]+)|/v?(\d+))?", text.strip())
+    if not m:
+        raise ConfigError(f"--model {text!r}: write NAME@ALIAS (churn@champion), NAME/VERSION (churn/3) or NAME")
+    name, alias, version = m.groups()
+    return ModelRef(name, version=version, alias=alias if alias or version else "champion")
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    model: str
+    version: str
+    rows: int
+    errors: int
+    out: str
+    seconds: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def encode(
+    batch: pa.Table, features: list[str], categories: dict[str, list[str]]
+) -> tuple[np.ndarray, list[str | None]]:
+    """A batch of raw rows as the float32 matrix the endpoint would build, and each row's error (None: fine).
+
+    A numeric feature takes numbers (or text that is a number, as a CSV holds them); a categorical takes one
+    of its categories; null is missing (NaN: XGBoost learned where missing values go).
+    """
+    n = batch.num_rows
+    x = np.empty((n, len(features)), dtype=np.float32)
+    errors: list[str | None] = [None] * n
+    for j, name in enumerate(features):
+        col = batch[name].combine_chunks()
+        if name in categories:
+            text = col.cast(pa.string())
+            codes = pc.index_in(text, value_set=pa.array(categories[name], pa.string()))
+            unknown = pc.and_(pc.is_valid(text), pc.is_null(codes)).to_numpy(zero_copy_only=False)
+            for i in np.flatnonzero(unknown):
+                errors[i] = errors[i] or f"{name}: {text[i].as_py()!r} is not one of {categories[name][:20]}"
+            x[:, j] = codes.cast(pa.float32()).to_numpy(zero_copy_only=False)
+            continue
+        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            numbers = np.full(n, np.nan, dtype=np.float64)
+            for i, value in enumerate(col.to_pylist()):
+                if value is None or value == "":
+                    continue
+                try:
+                    numbers[i] = float(value)
+                except ValueError:
+                    errors[i] = errors[i] or f"{name}: {value!r} is not a number"
+            x[:, j] = numbers
+        else:
+            x[:, j] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return x, errors
+
+
+class _Scorer:
+    """One actor of the pool: the booster, loaded once from its bytes; scores a batch per call."""
+
+    def __init__(self, raw: Any, features: list[str], categories: dict[str, list[str]], key: str, version: str):
+        import ray
+        import xgboost as xgb
+
+        self.booster = xgb.Booster()
+        self.booster.load_model(bytearray(ray.get(raw) if isinstance(raw, ray.ObjectRef) else raw))
+        self.features, self.categories, self.key, self.version = features, categories, key, version
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        x, errors = encode(batch, self.features, self.categories)
+        scores = self.booster.inplace_predict(x).astype(np.float64)
+        bad = np.array([e is not None for e in errors], dtype=bool)
+        return pa.table(
+            {
+                self.key: batch[self.key],
+                "prediction": pa.array(scores, mask=bad),
+                "model_version": pa.array([self.version] * batch.num_rows, pa.string()),
+                "error": pa.array(errors, pa.string()),
+            }
+        )
+
+
+def _training_key(name: str, version: str, tracking_uri: str | None) -> str | None:
+    """The key column of the data set the version was trained on (its lineage tags), if it can be read."""
+    try:
+        model_version = registry.client(tracking_uri).get_model_version(name, version)
+        run = registry.client(tracking_uri).get_run(model_version.run_id)
+        return load_version(run.data.tags["mlplatform.dataset.path"]).key
+    except Exception:  # any failure means "unknown": the caller then asks for --key
+        return None
+
+
+def _read(path: str) -> Any:
+    import ray.data
+
+    fs, inner = filesystem(path)
+    lower = path.lower().rstrip("/")
+    if lower.endswith((".csv", ".csv.gz")):
+        return ray.data.read_csv(path, filesystem=fs if "://" in path else None)
+    if lower.endswith(".parquet") or fs.get_file_info(inner).type.name == "Directory":
+        return ray.data.read_parquet(path, filesystem=fs if "://" in path else None)
+    raise ConfigError(f"--input {path}: a .csv or .parquet file (or a folder of Parquet files) is expected")
+
+
+def score(
+    model: ModelRef,
+    input_path: str,
+    out_path: str,
+    *,
+    key: str | None = None,
+    tracking_uri: str | None = None,
+    concurrency: int | None = None,
+    cpus_per_actor: float = 1.0,
+    gpus_per_actor: float = 0.0,
+    batch_rows: int = BATCH_ROWS,
+) -> BatchResult:
+    """Score every row of `input_path` with `model`; write Parquet to `out_path` (a new folder).
+
+    Args:
+        key: the column identifying a row, copied to the output (default: the training data set's key).
+        concurrency: actors in the pool (default: one per `cpus_per_actor` of the cluster's CPUs).
+        gpus_per_actor: GPUs of each actor; XGBoost then predicts with device cuda.
+
+    Raises:
+        RegistryError: no such model, version or alias.
+        ConfigError: the output exists, or the input is not a CSV/Parquet file.
+        DataContractError: the input lacks a feature or the key column.
+    """
+    import ray
+
+    started = time.time()
+    version = registry.resolve_version(model.name, model.version, model.alias, tracking_uri=tracking_uri)
+    features = registry.model_features(model.name, version, tracking_uri=tracking_uri)
+    text = registry.model_extra_file(model.name, version, SCHEMA_FILE, tracking_uri=tracking_uri)
+    categories = InputSchema.model_validate_json(text).categories() if text else {}
+    key = key or _training_key(model.name, version, tracking_uri)
+
+    out_fs, out_inner = filesystem(out_path)
+    info = out_fs.get_file_info(out_inner)
+    if info.type.name == "File" or (info.type.name == "Directory" and out_fs.get_file_info(_selector(out_inner))):
+        raise ConfigError(f"--out {out_path} already exists; choose a new folder (nothing is overwritten)")
+
+    ds = _read(input_path)
+    columns = ds.schema().names
+    missing = [f for f in features if f not in columns]
+    if missing:
+        raise DataContractError(
+            f"{input_path} has no column for feature(s) {missing} of {model.name} v{version} (it has {columns[:30]})"
+        )
+    if not key or key not in columns:
+        raise DataContractError(
+            f"{input_path} has no key column {key!r}: pass --key COLUMN, the column that identifies each row "
+            "(rows are scored in parallel, so the output is matched to the input by it)"
+        )
+    booster = registry.load_booster(registry.model_uri(model.name, version), tracking_uri)
+    if gpus_per_actor:
+        booster.set_param({"device": "cuda"})
+    booster.set_param({"nthread": max(1, int(cpus_per_actor))})
+    raw = ray.put(bytes(booster.save_raw("ubj")))
+    pool = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
+    scored = ds.select_columns(list(dict.fromkeys([key, *features]))).map_batches(
+        _Scorer,
+        fn_constructor_kwargs={
+            "raw": raw,
+            "features": features,
+            "categories": categories,
+            "key": key,
+            "version": version,
+        },
+        batch_format="pyarrow",
+        batch_size=batch_rows,
+        concurrency=pool,
+        num_cpus=cpus_per_actor,
+        num_gpus=gpus_per_actor or None,
+    )
+    scored.write_parquet(out_inner, filesystem=out_fs)
+    written = ray.data.read_parquet(out_inner, filesystem=out_fs).select_columns(["error"])
+    tallies = written.map_batches(_tally, batch_format="pyarrow").take_all()
+    rows, errors = sum(t["rows"] for t in tallies), sum(t["errors"] for t in tallies)
+    return BatchResult(str(model), version, rows, errors, out_path, round(time.time() - started, 2))
+
+
+def _tally(batch: pa.Table) -> pa.Table:
+    """Rows and rows that could not be scored, in one written batch."""
+    return pa.table({"rows": [batch.num_rows], "errors": [batch.num_rows - batch["error"].null_count]})
+
+
+def _selector(path: str) -> Any:
+    import pyarrow.fs as pafs
+
+    return pafs.FileSelector(path, recursive=False)
+
+
+def absolute(path: str) -> str:
+    """A local path made absolute (a job runs in its uploaded working dir); a URI as it is."""
+    return path if "://" in path else os.path.abspath(path)

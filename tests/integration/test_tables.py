@@ -1,0 +1,288 @@
+"""Plain tables through the whole platform: ingest → search → registry → endpoint, on shapes the demo does not
+have. One CSV with a str key, a str label mapped by `positive:` and a str feature without `allowed`; a label
+table of key and label only, joined to a wide Parquet table taken as it is and to aggregated events. And a table
+no classifier can learn from, refused before any trial."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+import yaml
+
+from tests.conftest import ROOT
+from tests.integration.conftest import cli
+
+pytestmark = pytest.mark.integration
+
+URL = "http://127.0.0.1:8000"
+SITES = ["breast", "lung", "skin"]
+TRAIN = {
+    "num_boost_round": 20,
+    "report_every": 10,
+    "num_samples": 1,
+    "max_concurrent_trials": 1,
+    "cpus_per_trial": 0.5,
+    "params": {"objective": "binary:logistic", "max_depth": 3, "eta": 0.3},
+    "register_top": 1,
+    "gate": {"min_auc": 0.6, "max_calibration_error": 0.5, "max_latency_ratio": 20},
+}
+
+
+def write_job(name: str, data: dict, *, deploy: bool = True) -> tuple[Path, Path]:
+    """A pipeline config and its serve config (inside the repo: a submitted job uploads it)."""
+    config = ROOT / "jobs" / "configs" / f"_test_{name}.yaml"
+    serve = ROOT / "serve_configs" / f"_test_{name}.yaml"
+    serve.write_text(
+        yaml.safe_dump(
+            {
+                "proxy_location": "HeadOnly",
+                "http_options": {"host": "127.0.0.1", "port": 8000},
+                "applications": [
+                    {
+                        "name": name,
+                        "route_prefix": f"/{name}",
+                        "import_path": "mlplatform.release.app:build_app",
+                        "args": {
+                            "model_name": name,
+                            "auth": "none",
+                            "allow_missing": True,
+                            "colocate": True,
+                            "ingress_num_cpus": 0.1,
+                            "versions": [{"alias": "champion", "weight": 100}],
+                        },
+                    }
+                ],
+            }
+        )
+    )
+    job = {"data": data, "train": {**TRAIN, "model_name": name, "experiment": name}}
+    if deploy:
+        job["deploy"] = {"serve_config": f"serve_configs/_test_{name}.yaml"}
+    config.write_text(yaml.safe_dump(job, sort_keys=False))  # field order is feature order
+    return config, serve
+
+
+@pytest.fixture(scope="module")
+def tables(platform_env):
+    home = Path(platform_env["MLPLATFORM_HOME"])
+    folder = home / "data" / "tables"
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    yield platform_env, home, folder, written
+    for p in written:
+        p.unlink(missing_ok=True)
+
+
+def booster_score(home: Path, model: str, row: np.ndarray) -> float:
+    from mlplatform.cluster import load_state
+    from mlplatform.registry import load_booster, model_uri
+
+    booster = load_booster(model_uri(model, "1"), load_state(home).mlflow_url)
+    return float(booster.inplace_predict(row.astype(np.float32)[None, :])[0])
+
+
+def latest_table(home: Path, name: str):
+    from mlplatform.data.version import load_version
+
+    (folder,) = [p for p in (home / "datasets" / name).iterdir() if not p.name.startswith((".", "rejected"))]
+    version = load_version(str(folder))
+    return version, pd.read_parquet(version.table_path)
+
+
+def test_one_csv_with_str_key_str_label_and_a_categorical_trains_and_serves_raw_values(tables):
+    env, home, folder, written = tables
+    rng = np.random.default_rng(1)
+    n = 1500
+    m = rng.normal(size=(n, 6))
+    site = rng.choice(SITES, n)
+    score = m[:, 0] + 0.5 * m[:, 1] + (site == "lung") + rng.normal(scale=0.5, size=n)
+    frame = pd.DataFrame({"id": [f"T-{i:05d}" for i in range(n)], **{f"m{j}": m[:, j] for j in range(6)}})
+    frame["site"] = site
+    frame["diagnosis"] = np.where(score > 0.5, "malignant", "benign")
+    frame.to_csv(folder / "tumours.csv", index=False)
+    data = {
+        "name": "tumours",
+        "key": "id",
+        "label": "diagnosis",
+        "positive": "malignant",
+        "output_dir": str(home / "datasets"),
+        "sources": [
+            {
+                "name": "tumours",
+                "format": "csv",
+                "path": str(folder / "tumours.csv"),
+                "fields": {
+                    "id": {"type": "str", "pattern": r"T-\d{5}"},
+                    **{f"m{j}": {"type": "float"} for j in range(6)},
+                    "site": {"type": "str"},
+                    "diagnosis": {"type": "str", "allowed": ["malignant", "benign"]},
+                },
+            }
+        ],
+    }
+    config, serve = write_job("tumours", data)
+    written += [config, serve]
+    out = cli("submit", "pipeline", "--config", str(config.relative_to(ROOT)), env=env).stdout
+    assert "succeeded" in out and "1500 rows x 7 features" in out, out[-3000:]
+
+    version, table = latest_table(home, "tumours")
+    assert table["id"].str.startswith("T-").all() and len(table) == n  # the str key as it was
+    assert table["diagnosis"].sum() == (frame["diagnosis"] == "malignant").sum()  # positive → 1
+    assert version.manifest["categories"] == {"site": SITES}  # the data's values, sorted
+
+    meta = requests.get(f"{URL}/tumours/v2/models/tumours", timeout=10).json()
+    (site_input,) = [i for i in meta["inputs"] if i["name"] == "site"]
+    assert site_input["datatype"] == "BYTES" and site_input["parameters"]["categories"] == SITES
+    raw = frame.iloc[7]
+    encoded = table.set_index("id").loc[raw["id"], version.features].to_numpy(dtype=float)
+    body = {"instances": [{f: (raw[f] if f == "site" else float(raw[f])) for f in version.features}]}
+    r = requests.post(f"{URL}/tumours/v1/models/tumours:predict", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    assert np.float32(r.json()["predictions"][0]) == np.float32(booster_score(home, "tumours", encoded))
+    body["instances"][0]["site"] = "liver"
+    r = requests.post(f"{URL}/tumours/v1/models/tumours:predict", json=body, timeout=10)
+    assert r.status_code == 400 and "liver" in r.json()["error"] and "lung" in r.json()["error"]
+
+
+def test_a_label_table_joined_to_a_wide_table_and_aggregated_events(tables):
+    env, home, folder, written = tables
+    rng = np.random.default_rng(2)
+    n = 1200
+    ids = np.arange(1, n + 1)
+    w1, tier = rng.normal(size=n), rng.choice(["gold", "silver"], n)
+    events = rng.choice(ids, 4000)
+    counts = np.bincount(events, minlength=n + 1)[1:]
+    y = ((w1 + (tier == "gold") + 0.3 * counts + rng.normal(scale=0.5, size=n)) > 1.8).astype(int)
+    pd.DataFrame({"account": ids, "churned": y}).to_csv(folder / "labels.csv", index=False)
+    wide = pd.DataFrame({"account": ids, "w1": w1, "tier": tier})
+    pd.concat([wide, wide.iloc[:3]]).to_parquet(folder / "wide.parquet")  # three accounts twice: ambiguous
+    with open(folder / "events.jsonl", "w") as f:
+        for a in events:
+            f.write(json.dumps({"account": int(a), "amount": float(rng.random())}) + "\n")
+    data = {
+        "name": "accounts",
+        "key": "account",
+        "label": "churned",
+        "output_dir": str(home / "datasets"),
+        "sources": [
+            {
+                "name": "labels",
+                "format": "csv",
+                "path": str(folder / "labels.csv"),
+                "fields": {"account": {"type": "int"}, "churned": {"type": "int"}},
+            },
+            {
+                "name": "wide",
+                "format": "parquet",
+                "path": str(folder / "wide.parquet"),
+                "fields": {"account": {"type": "int"}, "w1": {"type": "float"}, "tier": {"type": "str"}},
+            },
+            {
+                "name": "events",
+                "format": "jsonl",
+                "path": str(folder / "events.jsonl"),
+                "fields": {"account": {"type": "int"}, "amount": {"type": "float"}},
+                "features": [{"name": "n_events", "agg": "count"}, {"name": "spend", "agg": "sum", "column": "amount"}],
+            },
+        ],
+    }
+    config, serve = write_job("accounts", data)
+    written += [config, serve]
+    out = cli("submit", "pipeline", "--config", str(config.relative_to(ROOT)), env=env).stdout
+    assert "succeeded" in out and f"{n} rows x 4 features" in out, out[-3000:]
+
+    version, table = latest_table(home, "accounts")
+    assert version.features == ["w1", "tier", "n_events", "spend"]
+    assert version.manifest["sources"]["wide"]["quarantined"] == 6  # both records of each doubled account
+    assert table.set_index("account").loc[[1, 2, 3], "w1"].isna().all()  # ...so their wide features are unknown
+    quarantine = pd.read_parquet(version.quarantine_path)
+    assert quarantine["reason"].str.contains("account: duplicate value").sum() == 6
+    row = table.set_index("account").loc[10]
+    raw = {"w1": float(row["w1"]), "tier": tier[9], "n_events": float(row["n_events"]), "spend": float(row["spend"])}
+    r = requests.post(f"{URL}/accounts/v1/models/accounts:predict", json={"instances": [raw]}, timeout=10)
+    assert r.status_code == 200, r.text
+    expected = booster_score(home, "accounts", row[version.features].to_numpy(dtype=float))
+    assert np.float32(r.json()["predictions"][0]) == np.float32(expected)
+
+
+def test_a_table_of_one_class_is_refused_before_any_trial(tables):
+    env, home, folder, written = tables
+    (folder / "one_class.csv").write_text("id,x,y\n" + "".join(f"{i},{i * 0.1},1\n" for i in range(1, 301)))
+    data = {
+        "name": "one_class",
+        "key": "id",
+        "label": "y",
+        "output_dir": str(home / "datasets"),
+        "sources": [
+            {
+                "name": "t",
+                "format": "csv",
+                "path": str(folder / "one_class.csv"),
+                "fields": {"id": {"type": "int"}, "x": {"type": "float"}, "y": {"type": "int"}},
+            }
+        ],
+    }
+    config, serve = write_job("one_class", data, deploy=False)
+    written += [config, serve]
+    out = cli("submit", "train", "--config", str(config.relative_to(ROOT)), env=env, check=False)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "label 'y' is 1 in all 300 rows" in text, text[-3000:]
+    assert "Trial" not in text and "trial_id" not in text  # no search started
+
+
+def test_jobs_list_logs_and_stop(tables):
+    env, home, folder, written = tables
+    config = ROOT / "jobs" / "configs" / "_test_tumours.yaml"
+    out = cli("submit", "train", "--config", str(config.relative_to(ROOT)), "--no-wait", env=env).stdout
+    job_id = out.split("submitted ", 1)[1].split()[0]
+    listed = cli("jobs", "list", env=env).stdout
+    assert job_id in listed and "mlplatform-pipeline-" in listed  # the earlier tests' jobs too
+    stopped = cli("jobs", "stop", job_id, env=env, timeout=120).stdout
+    assert f"job {job_id}: STOPPED" in stopped
+    assert "STOPPED" in next(line for line in cli("jobs", "list", env=env).stdout.splitlines() if job_id in line)
+    logs = cli("jobs", "logs", job_id, env=env)
+    assert "STOPPED" in logs.stderr
+    unknown = cli("jobs", "logs", "no-such-job", env=env, check=False)
+    assert unknown.returncode != 0 and "no job 'no-such-job'" in unknown.stderr
+
+
+def test_the_run_records_its_ray_job(tables):
+    from mlflow import MlflowClient
+    from mlplatform.cluster import load_state
+
+    env, home, folder, written = tables
+    url = load_state(home).mlflow_url
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    run = client.get_run(client.get_model_version("tumours", "1").run_id)
+    assert run.data.tags["mlplatform.ray_job_id"].startswith("mlplatform-pipeline-")
+
+
+def test_batch_scoring_scores_every_row_as_the_endpoint_does(tables):
+    env, home, folder, written = tables
+    frame = pd.read_csv(folder / "tumours.csv")
+    odd = frame.iloc[[0]].assign(id="T-99999", site="liver")  # a site training never saw: scored as an error
+    pd.concat([frame, odd]).to_csv(folder / "to_score.csv", index=False)
+    out_dir = home / "scores"
+    args = ["predict", "--model", "tumours@champion", "--input", str(folder / "to_score.csv"), "--out", str(out_dir)]
+    out = cli(*args, env=env).stdout
+    assert f"{len(frame) + 1} rows scored by tumours@champion (v1)" in out and "1 row(s) could not be scored" in out
+    scores = pd.read_parquet(out_dir).set_index("id")
+    assert len(scores) == len(frame) + 1 and (scores["model_version"] == "1").all()
+    assert np.isnan(scores.loc["T-99999", "prediction"]) and "liver" in scores.loc["T-99999", "error"]
+    assert scores.drop(index="T-99999")["error"].isna().all()
+
+    raw = frame.iloc[42]
+    body = {
+        "instances": [{f: (raw[f] if f == "site" else float(raw[f])) for f in [*(f"m{j}" for j in range(6)), "site"]}]
+    }
+    r = requests.post(f"{URL}/tumours/v1/models/tumours:predict", json=body, timeout=10)
+    assert np.float32(scores.loc[raw["id"], "prediction"]) == np.float32(r.json()["predictions"][0])
+
+    again = cli(*args, env=env, check=False)  # nothing is overwritten
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr

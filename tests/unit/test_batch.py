@@ -1,0 +1,62 @@
+"""Batch scoring's encoding is the endpoint's: the same raw row gives the same float32 matrix both ways, and a
+row the endpoint would refuse is a row with its reason, not a failed job."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from mlplatform.errors import ConfigError
+from mlplatform.serve.batch import ModelRef, encode, parse_model_ref
+from mlplatform.serve.protocol import codebook, parse_v1
+
+FEATURES = ["age", "plan", "spend"]
+CATEGORIES = {"plan": ["basic", "pro", "enterprise"]}
+ROWS = [
+    {"age": 41, "plan": "pro", "spend": 12.5},
+    {"age": 30.25, "plan": "enterprise", "spend": None},
+    {"age": None, "plan": None, "spend": 1e-7},
+]
+
+
+def test_rows_encode_exactly_as_the_endpoint_parses_them():
+    x, errors = encode(pa.Table.from_pylist(ROWS), FEATURES, CATEGORIES)
+    body = json.dumps({"instances": ROWS}).encode()
+    parsed = parse_v1(body, FEATURES, max_instances=10, allow_missing=True, codes=codebook(CATEGORIES))
+    np.testing.assert_array_equal(x, parsed.x)
+    assert x.dtype == np.float32 and errors == [None, None, None]
+
+
+def test_csv_text_is_read_as_numbers_and_bad_rows_carry_their_reason():
+    table = pa.table(
+        {
+            "age": pa.array(["41", "", "old", "7"]),
+            "plan": pa.array(["pro", "gold", "basic", "basic"]),
+            "spend": pa.array([1.0, 2.0, 3.0, 4.0]),
+        }
+    )
+    x, errors = encode(table, FEATURES, CATEGORIES)
+    assert x[0, 0] == 41 and np.isnan(x[1, 0]) and x[3].tolist() == [7, 0, 4]
+    assert errors[0] is None and errors[3] is None
+    assert "plan: 'gold' is not one of" in errors[1] and "age: 'old' is not a number" in errors[2]
+
+
+@pytest.mark.parametrize(
+    "text,ref",
+    [
+        ("churn@champion", ModelRef("churn", alias="champion")),
+        ("churn/3", ModelRef("churn", version="3")),
+        ("churn/v3", ModelRef("churn", version="3")),
+        ("churn", ModelRef("churn", alias="champion")),
+    ],
+)
+def test_model_references(text, ref):
+    assert parse_model_ref(text) == ref
+
+
+@pytest.mark.parametrize("text", ["churn@", "churn/x", "a b", "churn@champ@x", ""])
+def test_bad_model_references_say_what_is_expected(text):
+    with pytest.raises(ConfigError, match="NAME@ALIAS"):
+        parse_model_ref(text)
