@@ -30,7 +30,6 @@ from mlplatform.release.rollout import RolloutResult, cluster_stats, run_rollout
 from mlplatform.release.traffic import TrafficControl
 from mlplatform.serve.batch import BatchResult, parse_model_ref, score
 from mlplatform.settings import platform_home
-from mlplatform.train.common import METRIC
 from mlplatform.train.config import TrainConfig
 from mlplatform.train.register import RegisteredVersion, config_hash, log_and_register
 from mlplatform.train.search import (
@@ -185,13 +184,15 @@ def train_step(
         print(f"resuming search {name}")
     else:
         name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+    data.task.params(cfg.train.params)  # an objective of another task fails here, before any trial
     outcomes = search(cfg.train, data, storage_path=storage, name=name, resume=opts.resume, mode=mode, dataset=dataset)
+    metric = data.task.metric
     registered, decision = log_and_register(cfg.train, outcomes, data, dataset, pipeline_config_hash=config_hash(cfg))
     rows = [
         [
             o.trial_id,
             o.metrics.get("round", "-"),
-            f"{o.metrics.get(METRIC, float('nan')):.4f}",
+            f"{o.metrics.get(metric, float('nan')):.4f}",
             " ".join(
                 f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in o.config.items()
@@ -205,12 +206,12 @@ def train_step(
         f"\n== train: {len(outcomes)} trials ({cfg.train.search_alg} search, {cfg.train.scheduler} scheduler, "
         f"{mode.replace('_', '-')})"
     )
-    print(_table(rows, ["trial", "rounds", METRIC, "params", "error"]))
+    print(_table(rows, ["trial", "rounds", metric, "params", "error"]))
     if errors_summary(outcomes):
         print(errors_summary(outcomes))
     for r in registered:
         print(
-            f"registered {r.name} version {r.version} {METRIC}={r.metrics.get(METRIC, float('nan')):.4f}"
+            f"registered {r.name} version {r.version} {metric}={r.metrics.get(metric, float('nan')):.4f}"
             f"{' aliases=' + ','.join(r.aliases) if r.aliases else ''}"
         )
     print(f"gate for v{registered[0].version} {decision.summary()}")

@@ -270,7 +270,7 @@ def test_batch_scoring_scores_every_row_as_the_endpoint_does(tables):
     pd.concat([frame, odd]).to_csv(folder / "to_score.csv", index=False)
     out_dir = home / "scores"
     args = ["predict", "--model", "tumours@champion", "--input", str(folder / "to_score.csv"), "--out", str(out_dir)]
-    out = cli(*args, env=env).stdout
+    out = cli(*args, env=env, timeout=300).stdout
     assert f"{len(frame) + 1} rows scored by tumours@champion (v1)" in out and "1 row(s) could not be scored" in out
     scores = pd.read_parquet(out_dir).set_index("id")
     assert len(scores) == len(frame) + 1 and (scores["model_version"] == "1").all()
@@ -284,5 +284,81 @@ def test_batch_scoring_scores_every_row_as_the_endpoint_does(tables):
     r = requests.post(f"{URL}/tumours/v1/models/tumours:predict", json=body, timeout=10)
     assert np.float32(scores.loc[raw["id"], "prediction"]) == np.float32(r.json()["predictions"][0])
 
-    again = cli(*args, env=env, check=False)  # nothing is overwritten
+    again = cli(*args, env=env, check=False, timeout=300)  # nothing is overwritten
     assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+
+
+def _one_csv(name: str, home: Path, folder: Path, frame: pd.DataFrame, label: str, fields: dict, **top) -> dict:
+    frame.to_csv(folder / f"{name}.csv", index=False)
+    return {
+        "name": name,
+        "key": "id",
+        "label": label,
+        "output_dir": str(home / "datasets"),
+        "sources": [{"name": name, "format": "csv", "path": str(folder / f"{name}.csv"), "fields": fields}],
+        **top,
+    }
+
+
+def test_multiclass_trains_gates_and_serves_one_probability_per_class(tables):
+    """An iris-shaped table: four measurements and a species among three, named by their raw values."""
+    env, home, folder, written = tables
+    rng = np.random.default_rng(3)
+    n, species = 900, np.array(["setosa", "versicolor", "virginica"])
+    which = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 4)) + which[:, None] * np.array([1.5, -1.0, 2.0, 0.5])
+    frame = pd.DataFrame({"id": np.arange(1, n + 1), **{f"f{j}": x[:, j] for j in range(4)}, "species": species[which]})
+    fields = {"id": {"type": "int"}, **{f"f{j}": {"type": "float"} for j in range(4)}, "species": {"type": "str"}}
+    data = _one_csv("iris", home, folder, frame, "species", fields, task="multiclass")
+    config, serve = write_job("iris", data)
+    written += [config, serve]
+    out = cli("submit", "pipeline", "--config", str(config.relative_to(ROOT)), env=env).stdout
+    assert "succeeded" in out and "val_mlogloss" in out, out[-3000:]
+
+    version, table = latest_table(home, "iris")
+    assert version.manifest["task"] == "multiclass" and version.manifest["classes"] == list(species)
+    assert sorted(table["species"].unique()) == [0, 1, 2]
+    meta = requests.get(f"{URL}/iris/v2/models/iris", timeout=10).json()
+    assert meta["outputs"][0]["shape"] == [-1, 3] and meta["outputs"][0]["parameters"]["classes"] == list(species)
+    row = table.iloc[0]
+    body = {"instances": [{f"f{j}": float(row[f"f{j}"]) for j in range(4)}]}
+    r = requests.post(f"{URL}/iris/v1/models/iris:predict", json=body, timeout=10)
+    assert r.status_code == 200, r.text
+    probabilities = np.asarray(r.json()["predictions"][0], dtype=np.float32)
+    assert probabilities.shape == (3,) and abs(float(probabilities.sum()) - 1) < 1e-5
+    from mlplatform.cluster import load_state
+    from mlplatform.registry import load_booster, model_uri
+
+    booster = load_booster(model_uri("iris", "1"), load_state(home).mlflow_url)
+    expected = booster.inplace_predict(row[version.features].to_numpy(dtype=np.float32)[None, :])[0]
+    np.testing.assert_array_equal(probabilities, expected.astype(np.float32))
+
+
+def test_regression_trains_gates_and_serves_a_value(tables):
+    """A housing-shaped table: measurements, a categorical district and a price."""
+    env, home, folder, written = tables
+    rng = np.random.default_rng(4)
+    n = 900
+    x = rng.normal(size=(n, 3))
+    district = rng.choice(["north", "south"], n)
+    price = 200 + 30 * x[:, 0] - 10 * x[:, 1] + 25 * (district == "north") + rng.normal(scale=5, size=n)
+    frame = pd.DataFrame({"id": np.arange(1, n + 1), "rooms": x[:, 0], "age": x[:, 1], "noise": x[:, 2]})
+    frame["district"], frame["price"] = district, price
+    fields = {
+        "id": {"type": "int"},
+        **{c: {"type": "float"} for c in ("rooms", "age", "noise")},
+        "district": {"type": "str"},
+        "price": {"type": "float"},
+    }
+    data = _one_csv("houses", home, folder, frame, "price", fields)  # a float label: regression, inferred
+    config, serve = write_job("houses", data)
+    written += [config, serve]
+    out = cli("submit", "pipeline", "--config", str(config.relative_to(ROOT)), env=env).stdout
+    assert "succeeded" in out and "val_rmse" in out and "→ champion" in out, out[-3000:]
+
+    version, table = latest_table(home, "houses")
+    assert version.manifest["task"] == "regression" and table["price"].dtype == np.float64
+    raw = {c: float(frame.iloc[5][c]) for c in ("rooms", "age", "noise")} | {"district": frame.iloc[5]["district"]}
+    r = requests.post(f"{URL}/houses/v1/models/houses:predict", json={"instances": [raw]}, timeout=10)
+    assert r.status_code == 200, r.text
+    assert abs(r.json()["predictions"][0] - frame.iloc[5]["price"]) < 40  # a price, not a probability

@@ -7,7 +7,8 @@ import pytest
 import xgboost as xgb
 from mlplatform.registry import CHALLENGER, CHAMPION
 from mlplatform.train.config import GateConfig, TrainConfig
-from mlplatform.train.gate import Evaluation, auc, calibration_error, decide, evaluate
+from mlplatform.train.gate import Evaluation, decide, evaluate
+from mlplatform.train.task import Task, auc, calibration_error
 from pydantic import ValidationError
 
 GATE = GateConfig(
@@ -19,11 +20,12 @@ GATE = GateConfig(
     min_auc=0.6,
     max_calibration_error=0.1,
 )
-CHAMP = Evaluation(auc=0.80, logloss=0.50, calibration_error=0.03, p99_latency_ms=1.0, rows=1000)
+CHAMP = Evaluation({"auc": 0.80, "logloss": 0.50, "calibration_error": 0.03}, p99_latency_ms=1.0, rows=1000)
 
 
-def ev(**kw):
-    return Evaluation(**{**CHAMP.__dict__, **kw})
+def ev(p99_latency_ms: float = 1.0, task: str = "binary", **scores):
+    base = CHAMP.scores if task == "binary" else {}
+    return Evaluation({**base, **scores}, p99_latency_ms=p99_latency_ms, rows=1000, task=task)
 
 
 def test_tiny_latency_differences_never_fail_the_gate():
@@ -77,6 +79,43 @@ def test_measurements_on_a_real_booster():
     assert e.rows == 2000
     assert auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
     assert calibration_error(np.array([0, 1]), np.array([0.05, 0.95])) == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize(
+    "task,first,better,worse",
+    [
+        ("multiclass", {"accuracy": 0.7, "mlogloss": 0.6}, {"mlogloss": 0.55}, {"mlogloss": 0.5995}),
+        ("regression", {"r2": 0.4, "rmse": 2.0}, {"rmse": 1.9}, {"rmse": 2.1}),
+    ],
+)
+def test_other_tasks_gate_on_their_primary_score_lower_is_better(task, first, better, worse):
+    gate = GATE.model_copy(update={"min_accuracy": 0.5, "min_r2": 0.1})
+    assert decide(ev(task=task, **first), None, gate).alias == CHAMPION
+    floor = {"accuracy": 0.4} if task == "multiclass" else {"r2": -0.1}
+    assert decide(ev(task=task, **{**first, **floor}), None, gate).alias is None
+    champ = ev(task=task, **first)
+    assert decide(ev(task=task, **{**first, **better}), champ, gate, "2").alias == CHALLENGER
+    refused = decide(ev(task=task, **{**first, **worse}), champ, gate, "2")
+    assert refused.alias is None and "lower by" in refused.reasons[0]
+
+
+def test_scores_of_each_task():
+    y = np.array([0, 1, 2, 2])
+    p = np.array([[0.8, 0.1, 0.1], [0.2, 0.7, 0.1], [0.1, 0.1, 0.8], [0.6, 0.2, 0.2]])
+    s = Task("multiclass", ("a", "b", "c")).scores(y, p)
+    assert s["accuracy"] == 0.75 and s["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert s["mlogloss"] == pytest.approx(-np.mean(np.log([0.8, 0.7, 0.8, 0.2])))
+    r = Task("regression").scores(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0]))
+    assert r["mae"] == pytest.approx(1 / 3) and r["rmse"] == pytest.approx(np.sqrt(1 / 3)) and r["r2"] == 0.5
+
+
+def test_a_task_refuses_an_objective_of_another():
+    from mlplatform.errors import ConfigError
+
+    assert Task("multiclass", ("a", "b", "c")).params({}) == {"objective": "multi:softprob", "num_class": 3}
+    assert Task("regression").params({"objective": "count:poisson"})["objective"] == "count:poisson"
+    with pytest.raises(ConfigError, match="does not fit the label: this dataset is regression"):
+        Task("regression").params({"objective": "binary:logistic"})
 
 
 BASE = {"model_name": "m", "experiment": "e"}

@@ -397,6 +397,6 @@ def test_responses():
             {"name": "a", "datatype": "FP32", "shape": [-1]},
             {"name": "b", "datatype": "FP32", "shape": [-1]},
         ],
-        "outputs": [{"name": "predict", "datatype": "FP32", "shape": [-1]}],
+        "outputs": [{"name": "predict", "datatype": "FP32", "shape": [-1], "parameters": {"task": "binary"}}],
     }
     json.dumps(meta)

@@ -137,13 +137,20 @@ class DataConfig(StrictModel):
     name: Identifier = Field(description="Dataset name; versions live under output_dir/name/.")
     key: str = Field(description="Entity id present in every source: an int or a str field (the same type in each).")
     label: str = Field(
-        description="Binary label field, present in exactly one source with no features: 0/1 (or a bool), or any "
-        "values with `positive` naming the one that means 1."
+        description="Label field, present in exactly one source with no features. Binary: 0/1 (or a bool), or any "
+        "values with `positive` naming the one that means 1; multiclass: its values are the classes; regression: "
+        "a number."
     )
     positive: str | int | float | bool | None = Field(
         None,
         description="The label value of the positive class (e.g. `malignant`); every other value is 0. Needed "
         "when the label is not 0/1 (a str label, say).",
+    )
+    task: Literal["binary", "multiclass", "regression"] | None = Field(
+        None,
+        description="What the label is: two classes, several classes, or a number. Default: inferred where the "
+        "label says it unambiguously (`positive` or bool → binary, float → regression, `allowed` of three or more "
+        "values → multiclass, int → binary 0/1).",
     )
     output_dir: str = Field(description="Root of dataset versions and quarantine output.")
     sources: list[SourceSpec] = Field(min_length=1)
@@ -181,12 +188,30 @@ class DataConfig(StrictModel):
         where = f"label {self.label!r} (a {spec.type} field of source {base.name!r})"
         if not spec.required:
             raise ValueError(f"{where} has required: false; a record without a label cannot train")
+        if spec.type == "timestamp":
+            raise ValueError(f"{where}: a timestamp cannot be a label")
+        task = self.task_kind()
+        if task == "regression":
+            if spec.type not in ("int", "float"):
+                raise ValueError(f"{where}: task regression needs a numeric label")
+            if self.positive is not None:
+                raise ValueError("`positive` names a class; task regression predicts a number")
+            return
+        if task == "multiclass":
+            if self.positive is not None:
+                raise ValueError("`positive` makes the label binary; task multiclass keeps every class")
+            if spec.type in ("float", "bool"):
+                raise ValueError(f"{where}: classes are int or str values (a bool label is task binary)")
+            return
         if self.positive is None:
-            if spec.type in ("str", "timestamp"):
-                raise ValueError(f"{where}: say which value is the positive class with `positive:`")
+            if spec.type == "str":
+                raise ValueError(
+                    f"{where}: say which value is the positive class with `positive:`, or set `task: multiclass`"
+                )
             if spec.allowed is not None and not set(spec.allowed) <= {0, 1}:
                 raise ValueError(
-                    f"{where} allows {spec.allowed}: a binary label is 0 or 1; set `positive:` to the value meaning 1"
+                    f"{where} allows {spec.allowed}: a binary label is 0 or 1; set `positive:` to the value meaning 1 "
+                    "(or `task: multiclass`)"
                 )
             return
         if spec.type == "str" and not isinstance(self.positive, str):
@@ -195,10 +220,25 @@ class DataConfig(StrictModel):
             raise ValueError(f"positive {self.positive!r}: {where} holds numbers")
         if spec.type == "bool" and not isinstance(self.positive, bool):
             raise ValueError(f"positive {self.positive!r}: {where} holds true/false")
-        if spec.type == "timestamp":
-            raise ValueError(f"{where}: a timestamp cannot be a label")
         if spec.allowed is not None and self.positive not in spec.allowed:
             raise ValueError(f"positive {self.positive!r} is not one of the label's allowed values {spec.allowed}")
+
+    def task_kind(self) -> str:
+        """binary, multiclass or regression: `task` as written, else what the label says unambiguously.
+
+        `positive` or a bool label → binary; a float label → regression; a label whose `allowed` holds more
+        than two values → multiclass; an int label otherwise → binary (0/1, held to it by the contract).
+        """
+        if self.task is not None:
+            return self.task
+        spec = self.base_source.fields[self.label]
+        if self.positive is not None or spec.type == "bool":
+            return "binary"
+        if spec.type == "float":
+            return "regression"
+        if spec.allowed is not None and len(spec.allowed) > 2:
+            return "multiclass"
+        return "binary"
 
     def _check_features(self) -> None:
         seen: dict[str, str] = {}

@@ -143,7 +143,9 @@ def _with_label_contract(cfg: DataConfig, source: SourceSpec) -> SourceSpec:
     """`source`, its 0/1 label (no `positive` mapping) held to 0 and 1 by the contract: any other value is a
     record to quarantine with its reason, not a crash inside XGBoost."""
     spec = source.fields.get(cfg.label)
-    if spec is None or cfg.positive is not None or spec.type == "bool" or spec.allowed is not None:
+    if spec is None or cfg.task_kind() != "binary" or cfg.positive is not None or spec.type == "bool":
+        return source
+    if spec.allowed is not None:
         return source
     fields = {**source.fields, cfg.label: spec.model_copy(update={"allowed": [0, 1]})}
     return source.model_copy(update={"fields": fields})
@@ -292,7 +294,8 @@ def _categories(source: SourceSpec, checked, names: list[str]) -> dict[str, list
                     f"categorical feature (at most {MAX_CATEGORIES}); list its `allowed` values, or remove it from "
                     "`fields` if it is an id or free text"
                 )
-            out[n] = sorted(seen[n])
+            numeric = source.fields[n].type in ("int", "float")  # class ids 2 < 10, not "10" < "2"
+            out[n] = sorted(seen[n], key=float) if numeric else sorted(seen[n])
     return out
 
 
@@ -432,7 +435,13 @@ def _slope(keys: pd.Series, t: pd.Series, y: pd.Series) -> pd.Series:
 
 
 def _finalize(
-    batch: pd.DataFrame, key: str, key_type: pa.DataType, label: str, features: list[str], zero_fill: list[str]
+    batch: pd.DataFrame,
+    key: str,
+    key_type: pa.DataType,
+    label: str,
+    label_type: pa.DataType,
+    features: list[str],
+    zero_fill: list[str],
 ) -> pa.Table:
     """Keys with a valid base record only; fixed column order and types (Arrow: a block without rows keeps them).
 
@@ -443,7 +452,7 @@ def _finalize(
     for f in features:
         col = batch[f].astype("float64")
         out[f] = pa.array(col.fillna(0.0) if f in zero_fill else col, pa.float64())
-    out[label] = pa.array(batch[label].astype("int64"), pa.int64())
+    out[label] = pa.array(batch[label].astype("float64" if label_type == pa.float64() else "int64"), label_type)
     return pa.table(out)
 
 
@@ -537,6 +546,7 @@ def _build(
     base = cfg.base_source
     key_type = pa.string() if base.fields[cfg.key].type == "str" else pa.int64()
     categorical: dict[str, list[str]] = {}  # every categorical feature → its categories, in code order
+    task, classes = cfg.task_kind(), []
     bad_files_by_source: dict[str, list[dict[str, Any]]] = {}
     for source in cfg.sources:
         t = time.time()
@@ -568,11 +578,15 @@ def _build(
         r.update({"in": r["in"] + total, "ok": total - n_bad, "quarantined": r["quarantined"] + n_bad})
         bad_parts.append(bad)
         # Every str field the table uses becomes category codes: a feature as it is, or one an aggregation
-        # reads (e.g. the `last` status). The label is mapped by `positive` instead.
+        # reads (e.g. the `last` status). A multiclass label becomes class codes the same way; a binary one is
+        # mapped by `positive`.
         used = [c for _, c in plan[source.name] if c is not None and c != cfg.label]
-        categories = _categories(source, checked, [c for c in used if source.fields[c].type == "str"])
+        coded = [c for c in used if source.fields[c].type == "str"]
+        coded += [cfg.label] if source is base and task == "multiclass" else []
+        categories = _categories(source, checked, coded)
+        classes = categories.get(cfg.label, classes)
         if not source.features:
-            categorical.update(categories)
+            categorical.update({n: c for n, c in categories.items() if n != cfg.label})
         wide_parts.append(
             checked.map_batches(
                 _project,
@@ -664,6 +678,7 @@ def _build(
             "key": cfg.key,
             "key_type": key_type,
             "label": cfg.label,
+            "label_type": pa.float64() if task == "regression" else pa.int64(),
             "features": features,
             "zero_fill": zero_fill,
         },
@@ -684,6 +699,8 @@ def _build(
         "rows": rows,
         "key": cfg.key,
         "label": cfg.label,
+        "task": task,
+        "classes": classes,
         "positive": cfg.positive,
         "features": features,
         "categories": categorical,

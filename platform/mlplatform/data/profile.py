@@ -50,11 +50,16 @@ def profile(table: Any, features: list[str], label: str, categories: dict[str, l
         categories: categorical features → their categories, in code order (codes are 0, 1, ...).
 
     Returns:
-        A JSON-able dict: ``rows``, ``label_rate`` and ``features`` → statistics.
+        A JSON-able dict: ``rows``, ``label_rate``, ``label_min``, ``label_max`` and ``features`` → statistics.
     """
     from ray.data.aggregate import Count, Max, Mean, Min, Std
 
-    aggs: list[Any] = [Count(alias_name="__rows"), Mean(on=label, alias_name="__label_rate")]
+    aggs: list[Any] = [
+        Count(alias_name="__rows"),
+        Mean(on=label, alias_name="__label_rate"),
+        Min(on=label, alias_name="__label_min"),
+        Max(on=label, alias_name="__label_max"),
+    ]
     for f in features:
         aggs += [
             Count(on=f, ignore_nulls=True, alias_name=f"{f}|count"),
@@ -104,4 +109,10 @@ def profile(table: Any, features: list[str], label: str, categories: dict[str, l
                 stats["histogram"] = {"edges": edges[f], "counts": c}
                 stats["quantiles"] = _quantiles(edges[f], c)
         out[f] = stats
-    return {"rows": rows, "label_rate": moments["__label_rate"], "features": out}
+    return {
+        "rows": rows,
+        "label_rate": moments["__label_rate"],  # binary: the positive share; otherwise the label's mean
+        "label_min": moments["__label_min"],
+        "label_max": moments["__label_max"],
+        "features": out,
+    }

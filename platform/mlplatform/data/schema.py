@@ -38,9 +38,11 @@ class FeatureSchema(StrictModel):
 
 
 class InputSchema(StrictModel):
-    """A model version's inputs, in model order."""
+    """A model version's inputs, in model order, and what it answers (its task; a multiclass label's classes)."""
 
     features: list[FeatureSchema]
+    task: Literal["binary", "multiclass", "regression"] = "binary"
+    classes: list[str] = Field(default_factory=list, description="multiclass: the label's raw values, in output order")
 
     @property
     def names(self) -> list[str]:
@@ -55,7 +57,9 @@ class InputSchema(StrictModel):
         return {f.name: list(f.categories or []) for f in self.features if f.kind == "categorical"}
 
 
-def input_schema(profile: dict[str, Any], features: list[str]) -> InputSchema:
+def input_schema(
+    profile: dict[str, Any], features: list[str], task: str = "binary", classes: list[str] | tuple[str, ...] = ()
+) -> InputSchema:
     """The input schema of a model trained on `features` of a dataset version, from that version's profile.
 
     Args:
@@ -85,4 +89,4 @@ def input_schema(profile: dict[str, Any], features: list[str]) -> InputSchema:
                 example=example,
             )
         )
-    return InputSchema(features=out)
+    return InputSchema(features=out, task=task, classes=list(classes))

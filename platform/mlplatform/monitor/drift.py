@@ -36,7 +36,7 @@ from mlplatform.monitor.config import DriftConfig
 from mlplatform.monitor.report import write_report
 from mlplatform.monitor.stats import categorical_stats, numeric_stats
 from mlplatform.monitor.window import Table, flatten_log, read_feedback, resolve
-from mlplatform.train.gate import auc, calibration_error
+from mlplatform.train.task import auc, calibration_error
 
 __all__ = ["drift", "compare", "decide", "write_outputs", "log_to_mlflow", "export_gauges", "DRIFT_EXPERIMENT"]
 

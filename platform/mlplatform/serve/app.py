@@ -122,6 +122,11 @@ def resolve_input_schema(args: AppArgs, features: list[str]) -> InputSchema | No
         return None
     first, schema = next(iter(schemas.items()))
     for version, other in schemas.items():
+        if (other.task, other.classes) != (schema.task, schema.classes):
+            raise ConfigError(
+                f"versions of {args.model_name!r} answer differently (v{first}: {schema.task} {schema.classes}, "
+                f"v{version}: {other.task} {other.classes}); serve them in separate applications"
+            )
         if other.categories() != schema.categories():
             raise ConfigError(
                 f"versions of {args.model_name!r} encode categories differently (v{first}: {schema.categories()}, "

@@ -8,7 +8,8 @@ scores identically both ways.
 
 Nothing is dropped: a row that cannot be scored (a category training never saw, text in a numeric
 feature) is written with a null prediction and its reason in ``error``. The output is Parquet: the key,
-``prediction`` (the probability of the positive class), ``model_version`` and ``error``.
+``prediction`` (binary: the probability of the positive class; regression: the value; multiclass: the likeliest
+class, with every class's probability in ``probabilities``), ``model_version`` and ``error``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,15 @@ import pyarrow.compute as pc
 from mlplatform import registry
 from mlplatform.data.schema import SCHEMA_FILE, InputSchema
 from mlplatform.data.version import filesystem, load_version
-from mlplatform.errors import ConfigError, DataContractError
+from mlplatform.errors import ConfigError, DataContractError, PlatformError
 
 __all__ = ["ModelRef", "BatchResult", "parse_model_ref", "score", "encode"]
 
 #: Rows per `inplace_predict` call: large enough that XGBoost's per-call cost vanishes, small enough to stream.
 BATCH_ROWS = 65_536
+#: CPUs of each read task. Ray Data's default (one) next to actors that hold whole CPUs, on a node where Serve
+#: replicas hold fractions, leaves the reads waiting forever for a CPU that never frees (it hung a test).
+READ_CPUS = 0.25
 
 
 @dataclass(frozen=True)
@@ -110,26 +114,37 @@ def encode(
 class _Scorer:
     """One actor of the pool: the booster, loaded once from its bytes; scores a batch per call."""
 
-    def __init__(self, raw: Any, features: list[str], categories: dict[str, list[str]], key: str, version: str):
+    def __init__(
+        self,
+        raw: Any,
+        features: list[str],
+        categories: dict[str, list[str]],
+        key: str,
+        version: str,
+        classes: list[str] | None = None,
+    ):
         import ray
         import xgboost as xgb
 
         self.booster = xgb.Booster()
         self.booster.load_model(bytearray(ray.get(raw) if isinstance(raw, ray.ObjectRef) else raw))
         self.features, self.categories, self.key, self.version = features, categories, key, version
+        self.classes = classes or []
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         x, errors = encode(batch, self.features, self.categories)
-        scores = self.booster.inplace_predict(x).astype(np.float64)
+        scores = np.asarray(self.booster.inplace_predict(x), dtype=np.float64)
         bad = np.array([e is not None for e in errors], dtype=bool)
-        return pa.table(
-            {
-                self.key: batch[self.key],
-                "prediction": pa.array(scores, mask=bad),
-                "model_version": pa.array([self.version] * batch.num_rows, pa.string()),
-                "error": pa.array(errors, pa.string()),
-            }
-        )
+        out: dict[str, Any] = {self.key: batch[self.key]}
+        if scores.ndim == 2:  # multiclass: the likeliest class by its raw value, and every class's probability
+            names = np.asarray(self.classes or [str(c) for c in range(scores.shape[1])], dtype=object)
+            out["prediction"] = pa.array(names[scores.argmax(axis=1)], pa.string(), mask=bad)
+            out["probabilities"] = pa.array([None if b else row.tolist() for row, b in zip(scores, bad, strict=True)])
+        else:
+            out["prediction"] = pa.array(scores, mask=bad)
+        out["model_version"] = pa.array([self.version] * batch.num_rows, pa.string())
+        out["error"] = pa.array(errors, pa.string())
+        return pa.table(out)
 
 
 def _training_key(name: str, version: str, tracking_uri: str | None) -> str | None:
@@ -147,10 +162,11 @@ def _read(path: str) -> Any:
 
     fs, inner = filesystem(path)
     lower = path.lower().rstrip("/")
+    kw = {"filesystem": fs if "://" in path else None, "ray_remote_args": {"num_cpus": READ_CPUS}}
     if lower.endswith((".csv", ".csv.gz")):
-        return ray.data.read_csv(path, filesystem=fs if "://" in path else None)
+        return ray.data.read_csv(path, **kw)
     if lower.endswith(".parquet") or fs.get_file_info(inner).type.name == "Directory":
-        return ray.data.read_parquet(path, filesystem=fs if "://" in path else None)
+        return ray.data.read_parquet(path, **kw)
     raise ConfigError(f"--input {path}: a .csv or .parquet file (or a folder of Parquet files) is expected")
 
 
@@ -179,12 +195,14 @@ def score(
         DataContractError: the input lacks a feature or the key column.
     """
     import ray
+    import ray.data
 
     started = time.time()
     version = registry.resolve_version(model.name, model.version, model.alias, tracking_uri=tracking_uri)
     features = registry.model_features(model.name, version, tracking_uri=tracking_uri)
     text = registry.model_extra_file(model.name, version, SCHEMA_FILE, tracking_uri=tracking_uri)
-    categories = InputSchema.model_validate_json(text).categories() if text else {}
+    served = InputSchema.model_validate_json(text) if text else None
+    categories = served.categories() if served else {}
     key = key or _training_key(model.name, version, tracking_uri)
 
     out_fs, out_inner = filesystem(out_path)
@@ -204,12 +222,20 @@ def score(
             f"{input_path} has no key column {key!r}: pass --key COLUMN, the column that identifies each row "
             "(rows are scored in parallel, so the output is matched to the input by it)"
         )
+    free = float(ray.available_resources().get("CPU", 0.0))
+    if free < cpus_per_actor + READ_CPUS:
+        raise PlatformError(
+            f"batch scoring needs {cpus_per_actor + READ_CPUS:g} free CPUs (an actor and a read) and the cluster has "
+            f"{free:g} free (Serve replicas and running jobs hold the rest): lower --cpus-per-actor, or free CPUs"
+        )
     booster = registry.load_booster(registry.model_uri(model.name, version), tracking_uri)
     if gpus_per_actor:
         booster.set_param({"device": "cuda"})
     booster.set_param({"nthread": max(1, int(cpus_per_actor))})
     raw = ray.put(bytes(booster.save_raw("ubj")))
-    pool = concurrency or max(1, int(ray.cluster_resources().get("CPU", 1) // cpus_per_actor))
+    # The pool starts with one actor and grows to `concurrency` (default: as many as the cluster's CPUs hold),
+    # so it scores on whatever is free now and takes nodes the autoscaler adds.
+    most = concurrency or max(1, int((ray.cluster_resources().get("CPU", 1) - READ_CPUS) // cpus_per_actor))
     scored = ds.select_columns(list(dict.fromkeys([key, *features]))).map_batches(
         _Scorer,
         fn_constructor_kwargs={
@@ -218,10 +244,11 @@ def score(
             "categories": categories,
             "key": key,
             "version": version,
+            "classes": served.classes if served else [],
         },
         batch_format="pyarrow",
         batch_size=batch_rows,
-        concurrency=pool,
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=most),
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor or None,
     )

@@ -238,6 +238,7 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         "codes": core.codes,
     }
     described = core.schema.as_dicts() if core.schema is not None else None
+    answers = {"task": core.schema.task, "classes": core.schema.classes} if core.schema is not None else {}
 
     def error(status: int, message: str, **extra: Any) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -358,14 +359,15 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
     async def v2_model_metadata(name: str, request: Request) -> JSONResponse:
         core.auth.check(request.headers)
         core.check_model(name)
-        return JSONResponse(v2_metadata(core.model_name, core.versions, core.features, described))
+        return JSONResponse(v2_metadata(core.model_name, core.versions, core.features, described, **answers))
 
     @app.get("/v2/models/{name}/versions/{version}")
     async def v2_version_metadata(name: str, version: str, request: Request) -> JSONResponse:
         core.auth.check(request.headers)
         core.check_model(name)
         v = core.check_version(version)
-        return JSONResponse(v2_metadata(core.model_name, [v], core.features, described), headers={VERSION_HEADER: v})
+        meta = v2_metadata(core.model_name, [v], core.features, described, **answers)
+        return JSONResponse(meta, headers={VERSION_HEADER: v})
 
     async def ready(name: str | None, version: str | None) -> JSONResponse:
         if name is not None:

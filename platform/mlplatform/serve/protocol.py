@@ -622,11 +622,19 @@ def v2_binary_response(model_name: str, version: str, preds: Any, request_id: st
 
 
 def v2_metadata(
-    model_name: str, versions: list[str], features: list[str], schema: list[dict[str, Any]] | None = None
+    model_name: str,
+    versions: list[str],
+    features: list[str],
+    schema: list[dict[str, Any]] | None = None,
+    *,
+    task: str = "binary",
+    classes: list[str] | None = None,
 ) -> dict[str, Any]:
     """The V2 model metadata: one input per feature (BYTES for a categorical, FP32 otherwise), one FP32 output
     ``predict``. With the model's input schema (`mlplatform.data.schema.FeatureSchema` dicts), each input's
-    ``parameters`` say whether it may be missing, a typical value and, for a categorical, its categories."""
+    ``parameters`` say whether it may be missing, a typical value and, for a categorical, its categories.
+    The output's ``parameters`` say the task; a multiclass output is one probability per class (shape
+    [-1, classes]), the classes named in the label's raw values."""
     described = {f["name"]: f for f in schema or []}
     inputs = []
     for name in features:
@@ -645,7 +653,14 @@ def v2_metadata(
         "versions": list(versions),
         "platform": "xgboost",
         "inputs": inputs,
-        "outputs": [{"name": "predict", "datatype": "FP32", "shape": [-1]}],
+        "outputs": [
+            {
+                "name": "predict",
+                "datatype": "FP32",
+                "shape": [-1, len(classes)] if task == "multiclass" and classes else [-1],
+                "parameters": {"task": task, **({"classes": list(classes)} if classes else {})},
+            }
+        ],
     }
 
 

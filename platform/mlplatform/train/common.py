@@ -1,13 +1,10 @@
-"""What every training mode shares: the metric it optimises, the checkpoint file, the held-out split, CPU room."""
+"""What every training mode shares: the checkpoint file, the held-out split, CPU room (the metric is the task's)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-__all__ = ["METRIC", "MODEL_FILE", "DATA_RESERVE_CPUS", "split_frame"]
-
-#: The metric every trial reports and the search maximises.
-METRIC = "val_auc"
+__all__ = ["MODEL_FILE", "DATA_RESERVE_CPUS", "split_frame"]
 #: A trial checkpoint's booster, in XGBoost's own format (never pickle).
 MODEL_FILE = "model.ubj"
 #: CPUs that must stay free of data-parallel workers for Ray Data to stream their shards at all (its file

@@ -40,11 +40,16 @@ class ParamSpec(StrictModel):
 class GateConfig(StrictModel):
     """The promotion gate: what a candidate must show on the held-out split before it gets an alias.
 
-    Against a champion: the primary metric (``val_auc``) must improve by at least ``min_delta`` and no guard
+    Against a champion: the primary metric (binary ``val_auc``) must improve by at least ``min_delta`` and no guard
     may regress beyond its tolerance. With no champion yet, the absolute thresholds decide.
     """
 
-    min_delta: float = Field(0.001, ge=0, description="Least val_auc improvement over the champion.")
+    min_delta: float = Field(
+        0.001,
+        ge=0,
+        description="Least improvement over the champion of the primary score (binary: AUC up; multiclass: log loss "
+        "down; regression: RMSE down, in the label's units).",
+    )
     max_logloss_increase: float = Field(0.01, ge=0, description="Guard: val log loss may rise by at most this.")
     max_calibration_error_increase: float = Field(
         0.02, ge=0, description="Guard: expected calibration error (10 bins) may rise by at most this."
@@ -61,6 +66,12 @@ class GateConfig(StrictModel):
     latency_batch_rows: int = Field(256, ge=1, description="Rows of the batch whose predict latency is timed.")
     min_auc: float = Field(0.6, ge=0, le=1, description="Absolute: least val_auc of a first champion.")
     max_calibration_error: float = Field(0.1, ge=0, le=1, description="Absolute: largest ECE of a first champion.")
+    min_accuracy: float = Field(
+        0.0, ge=0, le=1, description="Multiclass, absolute: least accuracy of a first champion."
+    )
+    min_r2: float = Field(
+        0.0, le=1, description="Regression, absolute: least R² of a first champion (0: no better than the mean)."
+    )
 
 
 class TrainConfig(StrictModel):

@@ -14,7 +14,8 @@ import os
 import tempfile
 from typing import Any
 
-from mlplatform.train.common import METRIC, MODEL_FILE, split_frame
+from mlplatform.train.common import MODEL_FILE, split_frame
+from mlplatform.train.task import Task
 
 __all__ = ["dp_trial", "CHECKPOINT_PATH_KEY"]
 
@@ -31,6 +32,7 @@ def _worker(config: dict[str, Any]) -> None:
     import xgboost as xgb
 
     params = dict(config["params"])
+    task: Task = config["task"]
     features, label = config["features"], config["label"]
     rounds, every = config["num_boost_round"], config["report_every"]
 
@@ -54,12 +56,7 @@ def _worker(config: dict[str, Any]) -> None:
             rnd = start + epoch + 1
             if rnd % every and rnd != rounds:
                 return False
-            metrics = {
-                "round": rnd,
-                METRIC: float(evals_log["val"]["auc"][-1]),
-                "val_logloss": float(evals_log["val"]["logloss"][-1]),
-                "train_auc": float(evals_log["train"]["auc"][-1]),
-            }
+            metrics = {"round": rnd, **task.report(evals_log)}
             # Every worker reports (a collective); only rank 0 uploads the model.
             if rank == 0:
                 with tempfile.TemporaryDirectory() as tmp:
@@ -71,7 +68,7 @@ def _worker(config: dict[str, Any]) -> None:
 
     if start < rounds:
         xgb.train(
-            {**params, "eval_metric": ["logloss", "auc"]},
+            {**params, "eval_metric": task.eval_metric},
             dtrain,
             rounds - start,
             evals=[(dtrain, "train"), (dval, "val")],
@@ -101,6 +98,7 @@ def dp_trial(
     num_workers: int,
     cpus_per_worker: float,
     gpus_per_worker: float,
+    task: Task,
     num_boost_round: int,
     report_every: int,
     storage_path: str,
@@ -130,6 +128,7 @@ def dp_trial(
         _worker,
         train_loop_config={
             "params": {**config, "nthread": nthread},
+            "task": task,
             "features": features,
             "label": label,
             "num_boost_round": num_boost_round,

@@ -21,10 +21,11 @@ from mlplatform.data.schema import SCHEMA_FILE, input_schema
 from mlplatform.errors import PlatformError
 from mlplatform.registry import CHALLENGER, CHAMPION, client, git_commit, load_booster, model_uri, set_aliases
 from mlplatform.settings import MLPLATFORM_SUBMITTED_BY
-from mlplatform.train.common import METRIC, MODEL_FILE
+from mlplatform.train.common import MODEL_FILE
 from mlplatform.train.config import TrainConfig
 from mlplatform.train.gate import Decision, Evaluation, decide, evaluate
 from mlplatform.train.search import TrainingData, TrialOutcome, errors_summary
+from mlplatform.train.task import Task
 
 __all__ = ["RegisteredVersion", "config_hash", "log_and_register", "gate_and_alias"]
 
@@ -88,7 +89,7 @@ def log_and_register(
     import xgboost as xgb
     from mlflow.models import infer_signature
 
-    ok = [o for o in outcomes if o.error is None and o.checkpoint_dir and METRIC in o.metrics]
+    ok = [o for o in outcomes if o.error is None and o.checkpoint_dir and data.task.metric in o.metrics]
     if len(ok) < cfg.register_top:
         raise PlatformError(
             f"only {len(ok)} trial(s) finished, {cfg.register_top} needed to register: {errors_summary(outcomes)}"
@@ -134,14 +135,15 @@ def log_and_register(
                 for row in o.history:
                     step = int(row.get("round", 0))
                     mlflow.log_metrics(
-                        {k: v for k, v in _numeric(row).items() if k in (METRIC, "val_logloss", "train_auc")}, step=step
+                        {k: v for k, v in _numeric(row).items() if k.startswith(("val_", "train_"))}, step=step
                     )
                 if o.error:
                     mlflow.set_tag("error", o.error[:5000])
                 child_runs[o.trial_id] = child.info.run_id
 
         # The served signature: the raw values each feature takes, categories in ingest's code order.
-        schema = input_schema(dataset.profile(), list(val_df.columns)).model_dump_json(indent=1)
+        served = input_schema(dataset.profile(), list(val_df.columns), data.task.kind, data.task.classes)
+        schema = served.model_dump_json(indent=1)
         boosters = {}
         with tempfile.TemporaryDirectory(prefix="mlplatform-schema-") as schema_dir:
             schema_file = os.path.join(schema_dir, SCHEMA_FILE)
@@ -171,6 +173,8 @@ def log_and_register(
                     **lineage,
                     "mlplatform.trial_id": o.trial_id,
                     "mlplatform.rank": str(rank),
+                    "mlplatform.task": data.task.kind,
+                    **({"mlplatform.classes": json.dumps(data.task.classes)} if data.task.classes else {}),
                     **{f"mlplatform.metric.{k}": f"{v:.6f}" for k, v in metrics.items()},
                 }.items():
                     mlflow_client.set_model_version_tag(cfg.model_name, version, k, str(v))
@@ -178,7 +182,8 @@ def log_and_register(
                 registered.append(RegisteredVersion(cfg.model_name, version, child_runs[o.trial_id], metrics, ()))
         mlflow.set_tag("mlplatform.registered_versions", ",".join(r.version for r in registered))
         decision, moves = gate_and_alias(cfg, registered, boosters, data)
-        mlflow.log_metrics({f"gate_candidate_{k}": float(v) for k, v in decision.candidate.as_dict().items()})
+        numbers = {k: v for k, v in decision.candidate.as_dict().items() if isinstance(v, (int, float))}
+        mlflow.log_metrics({f"gate_candidate_{k}": float(v) for k, v in numbers.items()})
         mlflow.set_tag("mlplatform.gate", decision.summary()[:5000])
     registered = [
         RegisteredVersion(r.name, r.version, r.run_id, r.metrics, tuple(a for a, v in moves.items() if v == r.version))
@@ -247,13 +252,26 @@ def gate_and_alias(
     best = registered[0]
 
     def measure(booster: Any) -> Evaluation:
-        return evaluate(booster, data.x_val, data.y_val, batch_rows=cfg.gate.latency_batch_rows)
+        return evaluate(booster, data.x_val, data.y_val, task=data.task, batch_rows=cfg.gate.latency_batch_rows)
 
     candidate = measure(boosters[best.version])
     champion_version = current.get(CHAMPION)
     if champion_version and champion_version != best.version:
         champion = load_booster(model_uri(cfg.model_name, champion_version), None)
-        if list(champion.feature_names or []) != list(data.features):
+        champion_tags = mlflow_client.get_model_version(cfg.model_name, champion_version).tags
+        champion_task = Task(champion_tags.get("mlplatform.task", "binary"))
+        if champion_task.kind != data.task.kind:
+            decision = Decision(
+                None,
+                [
+                    f"champion v{champion_version} is a {champion_task.kind} model and this one {data.task.kind}: "
+                    "they cannot be compared; promote by hand if the change is intended"
+                ],
+                candidate,
+                None,
+                champion_version,
+            )
+        elif list(champion.feature_names or []) != list(data.features):
             decision = Decision(
                 None,
                 [

@@ -18,9 +18,10 @@ import pandas as pd
 
 from mlplatform.data.ingest import DatasetVersion
 from mlplatform.errors import ConfigError, DataContractError, PlatformError
-from mlplatform.train.common import DATA_RESERVE_CPUS, METRIC, MODEL_FILE, split_frame
+from mlplatform.train.common import DATA_RESERVE_CPUS, MODEL_FILE, split_frame
 from mlplatform.train.config import ParamSpec, TrainConfig
 from mlplatform.train.parallel import dp_trial
+from mlplatform.train.task import Task
 
 __all__ = [
     "TrainingData",
@@ -46,6 +47,7 @@ class TrainingData:
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
+    task: Task = Task()
 
     def val_frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.x_val, columns=self.features)
@@ -84,16 +86,14 @@ def load_training_data(
     df = ds.to_pandas()
     if df.empty:
         raise DataContractError(f"dataset {dataset.path} has no rows")
-    classes = sorted(df[dataset.label].unique().tolist())
-    if len(classes) != 2:
-        raise DataContractError(f"label {dataset.label!r} must have two classes, found {classes}")
+    task = Task.of(dataset.manifest)
     x = df[dataset.features].to_numpy(dtype=np.float32)
     y = df[dataset.label].to_numpy(dtype=np.float32)
     if validation_only:
-        return TrainingData(dataset.features, x[:0], y[:0], x, y)
+        return TrainingData(dataset.features, x[:0], y[:0], x, y, task)
     bucket = pd.util.hash_pandas_object(df[dataset.key], index=False).to_numpy() % 1000
     val = bucket < int(fraction * 1000)
-    return TrainingData(dataset.features, x[~val], y[~val], x[val], y[val])
+    return TrainingData(dataset.features, x[~val], y[~val], x[val], y[val], task)
 
 
 def check_table(dataset: DatasetVersion) -> None:
@@ -108,11 +108,14 @@ def check_table(dataset: DatasetVersion) -> None:
     where = f"dataset {dataset.manifest.get('name', '?')} version {dataset.version}"
     if not stats.get("rows"):
         raise DataContractError(f"{where} has no rows: every record was quarantined or no key has a label record")
-    rate = stats.get("label_rate")
-    if rate in (0, 1):
+    low, high = stats.get("label_min"), stats.get("label_max", stats.get("label_rate"))
+    if low is None:  # a profile written before label_min/label_max: the positive share tells for 0/1 labels
+        low = high = stats.get("label_rate") if stats.get("label_rate") in (0, 1) else None
+    if low is not None and low == high:
+        value = dataset.manifest.get("classes", [])[int(low)] if dataset.manifest.get("classes") else f"{low:g}"
         raise DataContractError(
-            f"label {dataset.label!r} is {int(rate)} in all {stats['rows']} rows of {where}: a classifier needs both "
-            "classes (check the label source, or `positive:`)"
+            f"label {dataset.label!r} is {value} in all {stats['rows']} rows of {where}: nothing to learn (a "
+            "classifier needs two classes, a regression a label that varies); check the label source or `positive:`"
         )
     empty = [name for name, f in stats.get("features", {}).items() if f.get("count") == 0]
     if empty:
@@ -164,7 +167,9 @@ def to_tune_space(space: dict[str, ParamSpec], *, grid: bool = False) -> dict[st
     return out
 
 
-def _trainable(config: dict[str, Any], data_ref: Any, num_boost_round: int, report_every: int, nthread: int) -> None:
+def _trainable(
+    config: dict[str, Any], data_ref: Any, num_boost_round: int, report_every: int, nthread: int, task: Task
+) -> None:
     """One trial: xgboost.train on the whole table in this process, resuming from the trial's checkpoint.
 
     A retried trial (FailureConfig) and a PBT exploit both arrive with a checkpoint: training continues
@@ -177,7 +182,7 @@ def _trainable(config: dict[str, Any], data_ref: Any, num_boost_round: int, repo
     data: TrainingData = ray.get(data_ref) if isinstance(data_ref, ray.ObjectRef) else data_ref
     dtrain = xgb.DMatrix(data.x_train, label=data.y_train, feature_names=data.features)
     dval = xgb.DMatrix(data.x_val, label=data.y_val, feature_names=data.features)
-    params = {**config, "eval_metric": ["logloss", "auc"], "nthread": nthread}
+    params = {**config, "eval_metric": task.eval_metric, "nthread": nthread}
 
     start, booster = 0, None
     checkpoint = tune.get_checkpoint()
@@ -193,12 +198,7 @@ def _trainable(config: dict[str, Any], data_ref: Any, num_boost_round: int, repo
             rnd = start + epoch + 1
             if rnd % report_every and rnd != num_boost_round:
                 return False
-            metrics = {
-                "round": rnd,
-                METRIC: float(evals_log["val"]["auc"][-1]),
-                "val_logloss": float(evals_log["val"]["logloss"][-1]),
-                "train_auc": float(evals_log["train"]["auc"][-1]),
-            }
+            metrics = {"round": rnd, **task.report(evals_log)}
             with tempfile.TemporaryDirectory() as tmp:
                 model.save_model(os.path.join(tmp, MODEL_FILE))  # native format, never pickle
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -255,13 +255,14 @@ def check_resources(cfg: TrainConfig, mode: str = "per_trial") -> None:
             )
 
 
-def _search_alg(cfg: TrainConfig) -> Any:
+def _search_alg(cfg: TrainConfig, task: Task) -> Any:
     from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 
     if cfg.search_alg == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        return ConcurrencyLimiter(OptunaSearch(metric=METRIC, mode="max", seed=cfg.seed), cfg.max_concurrent_trials)
+        searcher = OptunaSearch(metric=task.metric, mode=task.mode, seed=cfg.seed)
+        return ConcurrencyLimiter(searcher, cfg.max_concurrent_trials)
     # The limit goes to the generator itself: Tune ignores TuneConfig.max_concurrent_trials when given a
     # search_alg instance (it wants a Searcher), and then runs every trial at once.
     return BasicVariantGenerator(random_state=cfg.seed, max_concurrent=cfg.max_concurrent_trials)
@@ -334,6 +335,7 @@ def search(
                 num_workers=cfg.num_workers,
                 cpus_per_worker=cfg.cpus_per_trial,
                 gpus_per_worker=cfg.gpus_per_trial,
+                task=data.task,
                 num_boost_round=cfg.num_boost_round,
                 report_every=cfg.report_every,
                 storage_path=storage_path,
@@ -351,6 +353,7 @@ def search(
                 num_boost_round=cfg.num_boost_round,
                 report_every=cfg.report_every,
                 nthread=max(1, math.ceil(cfg.cpus_per_trial)),
+                task=data.task,
             ),
             trial_resources(cfg),
         )
@@ -364,16 +367,17 @@ def search(
             trainable,
             param_space={
                 **cfg.params,
+                **data.task.params(cfg.params),
                 **device_params(cfg),
                 "seed": cfg.seed,
                 **to_tune_space(cfg.search_space, grid=cfg.search_alg == "grid"),
             },
             tune_config=tune.TuneConfig(
-                metric=METRIC,
-                mode="max",
+                metric=data.task.metric,
+                mode=data.task.mode,
                 num_samples=cfg.num_samples,
                 scheduler=_scheduler(cfg),
-                search_alg=_search_alg(cfg),
+                search_alg=_search_alg(cfg, data.task),
             ),
             run_config=tune.RunConfig(
                 name=name,
@@ -406,7 +410,8 @@ def search(
                 error=error,
             )
         )
-    outcomes.sort(key=lambda o: (o.error is not None, -float(o.metrics.get(METRIC, -math.inf))))
+    task, worst = data.task, -math.inf if data.task.mode == "max" else math.inf
+    outcomes.sort(key=lambda o: (o.error is not None, task.sort_key(float(o.metrics.get(task.metric, worst)))))
     return outcomes
 
 
