@@ -31,7 +31,7 @@ from mlplatform.release.traffic import TrafficControl
 from mlplatform.serve.batch import BatchResult, parse_model_ref, score
 from mlplatform.settings import platform_home
 from mlplatform.train.config import TrainConfig
-from mlplatform.train.register import RegisteredVersion, config_hash, log_and_register
+from mlplatform.train.register import RegisteredVersion, config_hash, log_and_register, open_search
 from mlplatform.train.search import (
     check_table,
     errors_summary,
@@ -185,9 +185,32 @@ def train_step(
     else:
         name = f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
     data.task.params(cfg.train.params)  # an objective of another task fails here, before any trial
-    outcomes = search(cfg.train, data, storage_path=storage, name=name, resume=opts.resume, mode=mode, dataset=dataset)
+    live = open_search(cfg.train, dataset, config_hash(cfg), name)
+    print(f"search {name}: each trial's metrics in MLflow as it reports (run {live.parent_run_id})")
+    try:
+        outcomes = search(
+            cfg.train,
+            data,
+            storage_path=storage,
+            name=name,
+            resume=opts.resume,
+            mode=mode,
+            dataset=dataset,
+            callbacks=[live],
+        )
+    except BaseException:
+        live.client.set_terminated(live.parent_run_id, "FAILED")
+        raise
     metric = data.task.metric
-    registered, decision = log_and_register(cfg.train, outcomes, data, dataset, pipeline_config_hash=config_hash(cfg))
+    registered, decision = log_and_register(
+        cfg.train,
+        outcomes,
+        data,
+        dataset,
+        pipeline_config_hash=config_hash(cfg),
+        parent_run_id=live.parent_run_id,
+        search=name,
+    )
     rows = [
         [
             o.trial_id,

@@ -26,8 +26,9 @@ from mlplatform.train.config import TrainConfig
 from mlplatform.train.gate import Decision, Evaluation, decide, evaluate
 from mlplatform.train.search import TrainingData, TrialOutcome, errors_summary
 from mlplatform.train.task import Task
+from mlplatform.train.tracking import LiveTrials, trial_runs
 
-__all__ = ["RegisteredVersion", "config_hash", "log_and_register", "gate_and_alias"]
+__all__ = ["RegisteredVersion", "config_hash", "open_search", "log_and_register", "gate_and_alias"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,31 @@ def _numeric(d: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def search_lineage(dataset: DatasetVersion, pipeline_config_hash: str) -> dict[str, str]:
+    """The tags of a search's runs and versions: the data set, the config, the code, the job, who."""
+    return {
+        "mlplatform.dataset.name": dataset.manifest["name"],
+        "mlplatform.dataset.version": dataset.version,
+        "mlplatform.dataset.fingerprint": dataset.fingerprint,
+        "mlplatform.dataset.path": dataset.path,
+        "mlplatform.config_hash": pipeline_config_hash,
+        "mlplatform.git_commit": git_commit(),
+        "mlplatform.ray_job_id": ray_job(),
+        "mlplatform.submitted_by": MLPLATFORM_SUBMITTED_BY.get() or os.environ.get("USER", ""),
+    }
+
+
+def open_search(cfg: TrainConfig, dataset: DatasetVersion, pipeline_config_hash: str, search: str) -> LiveTrials:
+    """The search's MLflow run, opened before its first trial, and the Tune callback that logs each trial into
+    a child run of it as the trial reports (pass its ``parent_run_id`` and `search` to `log_and_register`)."""
+    import mlflow
+
+    experiment = mlflow.set_experiment(cfg.experiment)
+    lineage = search_lineage(dataset, pipeline_config_hash)
+    run = client().create_run(experiment.experiment_id, run_name=f"search-{cfg.model_name}", tags=lineage)
+    return LiveTrials(mlflow.get_tracking_uri(), experiment.experiment_id, run.info.run_id, search, lineage)
+
+
 def log_and_register(
     cfg: TrainConfig,
     outcomes: list[TrialOutcome],
@@ -78,8 +104,13 @@ def log_and_register(
     dataset: DatasetVersion,
     *,
     pipeline_config_hash: str,
+    parent_run_id: str | None = None,
+    search: str | None = None,
 ) -> tuple[list[RegisteredVersion], Decision]:
     """Log the search to MLflow, register the best `cfg.register_top` trials, and run the promotion gate.
+
+    With `parent_run_id` (`open_search`), the search's run and the trial runs logged live under `search` are
+    completed rather than made anew (trials without a live run, e.g. finished before a resume, get one here).
 
     Returns:
         The registered versions (best first, with the aliases the gate gave them) and the gate's decision.
@@ -91,22 +122,14 @@ def log_and_register(
 
     ok = [o for o in outcomes if o.error is None and o.checkpoint_dir and data.task.metric in o.metrics]
     if len(ok) < cfg.register_top:
+        if parent_run_id:
+            client().set_terminated(parent_run_id, "FAILED")
         raise PlatformError(
             f"only {len(ok)} trial(s) finished, {cfg.register_top} needed to register: {errors_summary(outcomes)}"
         )
 
-    mlflow.set_experiment(cfg.experiment)
-    commit = git_commit()
-    lineage = {
-        "mlplatform.dataset.name": dataset.manifest["name"],
-        "mlplatform.dataset.version": dataset.version,
-        "mlplatform.dataset.fingerprint": dataset.fingerprint,
-        "mlplatform.dataset.path": dataset.path,
-        "mlplatform.config_hash": pipeline_config_hash,
-        "mlplatform.git_commit": commit,
-        "mlplatform.ray_job_id": ray_job(),
-        "mlplatform.submitted_by": MLPLATFORM_SUBMITTED_BY.get() or os.environ.get("USER", ""),
-    }
+    experiment = mlflow.set_experiment(cfg.experiment)
+    lineage = search_lineage(dataset, pipeline_config_hash)
     val_df = data.val_frame()
     ds_input = mlflow.data.from_pandas(
         val_df.assign(**{dataset.label: data.y_val}),
@@ -116,7 +139,9 @@ def log_and_register(
         digest=dataset.fingerprint[:16],
     )
     registered: list[RegisteredVersion] = []
-    with mlflow.start_run(run_name=f"search-{cfg.model_name}", tags=lineage):
+    live = trial_runs(client(), experiment.experiment_id, search) if search else {}
+    opened = mlflow.start_run(run_id=parent_run_id) if parent_run_id else None
+    with opened or mlflow.start_run(run_name=f"search-{cfg.model_name}", tags=lineage):
         mlflow.log_input(ds_input, context="training")
         # The version's manifest (source files, reconciliation) and profile: run → dataset → source files.
         for name in ("manifest.json", "profile.json"):
@@ -128,6 +153,9 @@ def log_and_register(
         mlflow.log_metrics({f"best_{k}": v for k, v in _numeric(best.metrics).items() if k.startswith("val_")})
         child_runs: dict[str, str] = {}
         for o in outcomes:
+            if o.trial_id in live:  # logged while the search ran (`tracking.LiveTrials`)
+                child_runs[o.trial_id] = live[o.trial_id]
+                continue
             with mlflow.start_run(
                 run_name=f"trial-{o.trial_id}", nested=True, tags={**lineage, "trial_id": o.trial_id}
             ) as child:

@@ -301,6 +301,7 @@ def search(
     resume: bool = False,
     mode: str = "per_trial",
     dataset: DatasetVersion | None = None,
+    callbacks: list[Any] | None = None,
 ) -> list[TrialOutcome]:
     """Run (or with `resume`, finish) the search on the current Ray cluster; outcomes best first.
 
@@ -314,6 +315,7 @@ def search(
         mode: ``per_trial`` (train on `data` in one process per trial) or ``data_parallel`` (each trial a
             Ray Train fit over `dataset`'s table; `data` then only holds held-out rows).
         dataset: the dataset version (data-parallel mode).
+        callbacks: Tune callbacks of a new search (`tracking.LiveTrials`); a restored one keeps its own.
 
     Raises:
         PlatformError: nothing to resume at `storage_path/name`, or no node can run a trial.
@@ -383,6 +385,7 @@ def search(
                 name=name,
                 storage_path=storage_path,
                 verbose=1,
+                callbacks=callbacks,
                 failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
                 # PBT hands checkpoints between trials; with a retention limit, Tune deleted a checkpoint
                 # that a finished trial's result still pointed at (CI, 2026-11-23). Checkpoints are small.
