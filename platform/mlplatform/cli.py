@@ -113,6 +113,22 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     return submit("predict", None, a.address, wait=not a.no_wait, job_args=args)
 
 
+def _cmd_reproduce(a: argparse.Namespace) -> int:
+    from mlplatform.serve.batch import parse_model_ref
+    from mlplatform.train.reproduce import reproduce
+
+    ref = parse_model_ref(a.model)
+    r = reproduce(ref.name, ref.version, ref.alias)
+    print(f"{r.model} v{r.version} ({r.task}, {r.rounds} rounds) retrained on {r.dataset} in {r.seconds:.1f}s")
+    print(r.table())
+    print(f"same booster, tree for tree: {'yes' if r.identical else 'no'}")
+    if r.commit != r.commit_now:
+        print(f"code: trained at commit {r.commit[:12]}, this is {r.commit_now[:12]} (check it out to rerun that code)")
+    for note in r.notes:
+        print(f"note: {note}")
+    return 0 if r.identical or r.notes else 1
+
+
 def _cmd_jobs(a: argparse.Namespace) -> int:
     from mlplatform.launch import job_logs, list_jobs, stop_job
 
@@ -443,6 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
     s.add_argument("--no-wait", action="store_true", help="return once submitted")
     s.set_defaults(fn=_cmd_predict)
+
+    s = sub.add_parser("reproduce", help="retrain a registered version from its records; metrics side by side")
+    s.add_argument("model", help="NAME/VERSION (churn/3), NAME@ALIAS or NAME (its champion)")
+    s.set_defaults(fn=_cmd_reproduce)
 
     s = sub.add_parser("jobs", help="the jobs of a cluster: list them, read or follow their logs, stop one")
     jsub = s.add_subparsers(dest="action", required=True)

@@ -261,6 +261,16 @@ def test_the_run_records_its_ray_job(tables):
     client = MlflowClient(tracking_uri=url, registry_uri=url)
     run = client.get_run(client.get_model_version("tumours", "1").run_id)
     assert run.data.tags["mlplatform.ray_job_id"].startswith("mlplatform-pipeline-")
+    # logged by the live callback as the trial reported, one point per report, and closed when it ended
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_auc")] == [10, 20]
+    assert run.info.status == "FINISHED" and run.data.tags["mlplatform.search"].startswith("tumours-")
+
+
+def test_a_version_is_reproduced_tree_for_tree(tables):
+    env, home, folder, written = tables
+    out = cli("reproduce", "tumours/1", env=env).stdout
+    assert "tumours v1 (binary, 20 rounds) retrained on tumours@" in out, out
+    assert "same booster, tree for tree: yes" in out and "val_auc" in out
 
 
 def test_batch_scoring_scores_every_row_as_the_endpoint_does(tables):

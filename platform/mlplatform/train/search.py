@@ -31,6 +31,7 @@ __all__ = [
     "trial_resources",
     "errors_summary",
     "load_training_data",
+    "training_data",
     "search",
     "to_tune_space",
     "check_resources",
@@ -83,17 +84,26 @@ def load_training_data(
         )
     if max_rows is not None:
         ds = ds.limit(max_rows)
-    df = ds.to_pandas()
+    return training_data(ds.to_pandas(), dataset, validation_only=validation_only)
+
+
+def training_data(df: pd.DataFrame, dataset: DatasetVersion, *, validation_only: bool = False) -> TrainingData:
+    """The table's rows as training and held-out matrices, in key order.
+
+    Ray Data hands blocks over in no promised order, and XGBoost's histograms add rows in the order they come:
+    sorting by key makes a trial's booster depend on the data, not on the read (`reproduce` relies on it).
+    """
     if df.empty:
         raise DataContractError(f"dataset {dataset.path} has no rows")
-    task = Task.of(dataset.manifest)
-    x = df[dataset.features].to_numpy(dtype=np.float32)
-    y = df[dataset.label].to_numpy(dtype=np.float32)
-    if validation_only:
-        return TrainingData(dataset.features, x[:0], y[:0], x, y, task)
-    bucket = pd.util.hash_pandas_object(df[dataset.key], index=False).to_numpy() % 1000
-    val = bucket < int(fraction * 1000)
-    return TrainingData(dataset.features, x[~val], y[~val], x[val], y[val], task)
+    df = df.sort_values(dataset.key, kind="stable", ignore_index=True)
+    fraction = float(dataset.manifest.get("validation_fraction", 0.2))
+    train = df.iloc[:0] if validation_only else split_frame(df, dataset.key, fraction, validation=False)
+    val = df if validation_only else split_frame(df, dataset.key, fraction, validation=True)
+
+    def xy(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return frame[dataset.features].to_numpy(dtype=np.float32), frame[dataset.label].to_numpy(dtype=np.float32)
+
+    return TrainingData(dataset.features, *xy(train), *xy(val), Task.of(dataset.manifest))
 
 
 def check_table(dataset: DatasetVersion) -> None:
