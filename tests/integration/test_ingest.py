@@ -130,9 +130,15 @@ def test_a_pattern_in_the_spec_quarantines_what_it_does_not_match(data, local_ra
     assert version.manifest["sources"]["events"]["quarantined"] > 100
 
 
-def ingest_with(data: Path, init: dict, block_bytes: int | None = None, name: str = "fp") -> tuple[str, pd.DataFrame]:
+def ingest_with(
+    data: Path, init: dict, block_bytes: int | None = None, name: str = "fp", small: bool = True
+) -> tuple[str, pd.DataFrame]:
+    """Ingest on a fresh Ray; `small=False` takes the large-input path (probes as Ray tasks, hash shuffle)."""
+    from mlplatform.data import ingest as ingest_module
     from ray.data import DataContext
 
+    small_bytes = ingest_module.SMALL_INPUT_BYTES
+    ingest_module.SMALL_INPUT_BYTES = small_bytes if small else 0
     ray.init(**{"address": "local", **init}, include_dashboard=False, logging_level="ERROR")
     try:
         if block_bytes:
@@ -144,6 +150,7 @@ def ingest_with(data: Path, init: dict, block_bytes: int | None = None, name: st
         return version.fingerprint, table.sort_values("entity_id", ignore_index=True)
     finally:
         DataContext.get_current().target_max_block_size = DataContext().target_max_block_size
+        ingest_module.SMALL_INPUT_BYTES = small_bytes
         ray.shutdown()
 
 
@@ -151,14 +158,16 @@ def test_fingerprint_does_not_depend_on_workers_blocks_or_nodes(data):
     from ray.cluster_utils import Cluster
 
     runs = {
-        "1 CPU": ingest_with(data, {"num_cpus": 1}, name="one"),
-        "2 CPUs, 64 KiB blocks": ingest_with(data, {"num_cpus": 2}, block_bytes=64 * 1024, name="two"),
+        "1 CPU, small-input path": ingest_with(data, {"num_cpus": 1}, name="one"),
+        "2 CPUs, 64 KiB blocks, shuffle": ingest_with(
+            data, {"num_cpus": 2}, block_bytes=64 * 1024, name="two", small=False
+        ),
     }
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     for _ in range(2):
         cluster.add_node(num_cpus=1)
     try:
-        runs["3 nodes"] = ingest_with(data, {"address": cluster.address}, name="three")
+        runs["3 nodes, shuffle"] = ingest_with(data, {"address": cluster.address}, name="three", small=False)
     finally:
         cluster.shutdown()
     (_, first), *others = runs.values()
