@@ -68,19 +68,20 @@ def plain(path: Path, raw: bytes, names: list[str], out: Path, threads: int) -> 
 
 
 def ours(path: Path, raw: bytes, names: list[str], out: Path, cpus: int) -> float:
+    """The scoring stage as `score()` sizes it: one actor per CPU, the CPUs less a read's share split among them."""
     import ray
     import ray.data
     from mlplatform.serve.batch import BATCH_ROWS, READ_CPUS, _Scorer
 
     start = time.perf_counter()
-    ds = ray.data.read_parquet(str(path), ray_remote_args={"num_cpus": READ_CPUS})
+    ds = ray.data.read_parquet(str(path), num_cpus=READ_CPUS)
     scored = ds.select_columns(["id", *names]).map_batches(
         _Scorer,
         fn_constructor_kwargs={"raw": ray.put(raw), "features": names, "categories": {}, "key": "id", "version": "1"},
         batch_format="pyarrow",
         batch_size=BATCH_ROWS,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, cpus)),
-        num_cpus=1,
+        num_cpus=(cpus - READ_CPUS) / cpus,
     )
     scored.write_parquet(str(out))
     return time.perf_counter() - start

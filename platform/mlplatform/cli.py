@@ -108,7 +108,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     args = ["--model", a.model, "--input", absolute(a.input), "--out", absolute(a.out)]
     args += ["--key", a.key] if a.key else []
     args += ["--concurrency", str(a.concurrency)] if a.concurrency else []
-    args += ["--cpus-per-actor", str(a.cpus_per_actor)]
+    args += ["--cpus-per-actor", str(a.cpus_per_actor)] if a.cpus_per_actor else []
     args += ["--gpus-per-actor", str(a.gpus_per_actor)] if a.gpus_per_actor else []
     return submit("predict", None, a.address, wait=not a.no_wait, job_args=args)
 
@@ -454,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="a new folder: Parquet with the key, prediction, model_version, error")
     s.add_argument("--key", help="the column identifying a row (default: the training data's key)")
     s.add_argument("--concurrency", type=int, help="scoring actors (default: one per CPU of the cluster)")
-    s.add_argument("--cpus-per-actor", type=float, default=1.0, help="CPUs of each scoring actor (XGBoost threads)")
+    s.add_argument("--cpus-per-actor", type=float, help="CPUs of each scoring actor (default: free CPUs / actors)")
     s.add_argument("--gpus-per-actor", type=float, default=0.0, help="> 0: predict on GPUs")
     s.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
     s.add_argument("--no-wait", action="store_true", help="return once submitted")

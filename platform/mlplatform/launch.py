@@ -128,7 +128,7 @@ def predict_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="a new folder for the Parquet output")
     parser.add_argument("--key", help="the column identifying a row (default: the training data's key)")
     parser.add_argument("--concurrency", type=int, help="scoring actors (default: one per CPU of the cluster)")
-    parser.add_argument("--cpus-per-actor", type=float, default=1.0)
+    parser.add_argument("--cpus-per-actor", type=float, help="default: the free CPUs over one actor per CPU")
     parser.add_argument("--gpus-per-actor", type=float, default=0.0, help="> 0: predict on GPUs (device cuda)")
     args = parser.parse_args(argv)
     if not MLFLOW_TRACKING_URI.get():

@@ -349,7 +349,7 @@ def predict_step(
     *,
     key: str | None = None,
     concurrency: int | None = None,
-    cpus_per_actor: float = 1.0,
+    cpus_per_actor: float | None = None,
     gpus_per_actor: float = 0.0,
 ) -> BatchResult:
     """Batch scoring (`mlplatform predict`, jobs/predict.py): every row of a file, Parquet out."""

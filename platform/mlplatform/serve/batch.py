@@ -75,25 +75,24 @@ class BatchResult:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-def encode(
-    batch: pa.Table, features: list[str], categories: dict[str, list[str]]
-) -> tuple[np.ndarray, list[str | None]]:
-    """A batch of raw rows as the float32 matrix the endpoint would build, and each row's error (None: fine).
+def encode(batch: pa.Table, features: list[str], categories: dict[str, list[str]]) -> tuple[np.ndarray, dict[int, str]]:
+    """A batch of raw rows as the float32 matrix the endpoint would build, and the rows that cannot be scored
+    (row index → why; rare, so kept sparse).
 
     A numeric feature takes numbers (or text that is a number, as a CSV holds them); a categorical takes one
     of its categories; null is missing (NaN: XGBoost learned where missing values go).
     """
     n = batch.num_rows
     x = np.empty((n, len(features)), dtype=np.float32)
-    errors: list[str | None] = [None] * n
+    errors: dict[int, str] = {}
     for j, name in enumerate(features):
         col = batch[name].combine_chunks()
         if name in categories:
             text = col.cast(pa.string())
             codes = pc.index_in(text, value_set=pa.array(categories[name], pa.string()))
             unknown = pc.and_(pc.is_valid(text), pc.is_null(codes)).to_numpy(zero_copy_only=False)
-            for i in np.flatnonzero(unknown):
-                errors[i] = errors[i] or f"{name}: {text[i].as_py()!r} is not one of {categories[name][:20]}"
+            for i in np.flatnonzero(unknown).tolist():
+                errors.setdefault(i, f"{name}: {text[i].as_py()!r} is not one of {categories[name][:20]}")
             x[:, j] = codes.cast(pa.float32()).to_numpy(zero_copy_only=False)
             continue
         if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
@@ -104,8 +103,10 @@ def encode(
                 try:
                     numbers[i] = float(value)
                 except ValueError:
-                    errors[i] = errors[i] or f"{name}: {value!r} is not a number"
+                    errors.setdefault(i, f"{name}: {value!r} is not a number")
             x[:, j] = numbers
+        elif pa.types.is_floating(col.type):
+            x[:, j] = col.to_numpy(zero_copy_only=False)  # nulls come out as NaN
         else:
             x[:, j] = col.cast(pa.float64()).to_numpy(zero_copy_only=False)
     return x, errors
@@ -134,7 +135,9 @@ class _Scorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         x, errors = encode(batch, self.features, self.categories)
         scores = np.asarray(self.booster.inplace_predict(x), dtype=np.float64)
-        bad = np.array([e is not None for e in errors], dtype=bool)
+        n = batch.num_rows
+        bad = np.zeros(n, dtype=bool)
+        bad[list(errors)] = True
         out: dict[str, Any] = {self.key: batch[self.key]}
         if scores.ndim == 2:  # multiclass: the likeliest class by its raw value, and every class's probability
             names = np.asarray(self.classes or [str(c) for c in range(scores.shape[1])], dtype=object)
@@ -142,8 +145,8 @@ class _Scorer:
             out["probabilities"] = pa.array([None if b else row.tolist() for row, b in zip(scores, bad, strict=True)])
         else:
             out["prediction"] = pa.array(scores, mask=bad)
-        out["model_version"] = pa.array([self.version] * batch.num_rows, pa.string())
-        out["error"] = pa.array(errors, pa.string())
+        out["model_version"] = pa.repeat(pa.scalar(self.version, pa.string()), n)
+        out["error"] = pa.array([errors.get(i) for i in range(n)], pa.string()) if errors else pa.nulls(n, pa.string())
         return pa.table(out)
 
 
@@ -178,7 +181,7 @@ def score(
     key: str | None = None,
     tracking_uri: str | None = None,
     concurrency: int | None = None,
-    cpus_per_actor: float = 1.0,
+    cpus_per_actor: float | None = None,
     gpus_per_actor: float = 0.0,
     batch_rows: int = BATCH_ROWS,
 ) -> BatchResult:
@@ -186,7 +189,9 @@ def score(
 
     Args:
         key: the column identifying a row, copied to the output (default: the training data set's key).
-        concurrency: actors in the pool (default: one per `cpus_per_actor` of the cluster's CPUs).
+        concurrency: most actors in the pool (default: one per CPU of the cluster).
+        cpus_per_actor: each actor's CPUs (its XGBoost threads, rounded). Default: the free CPUs, less a read's
+            share, split over one actor per free CPU, so that every core scores and a read always fits.
         gpus_per_actor: GPUs of each actor; XGBoost then predicts with device cuda.
 
     Raises:
@@ -223,6 +228,9 @@ def score(
             "(rows are scored in parallel, so the output is matched to the input by it)"
         )
     free = float(ray.available_resources().get("CPU", 0.0))
+    if cpus_per_actor is None:
+        # Whole CPUs for actors and none for reads deadlock: the pool holds every CPU before a read starts.
+        cpus_per_actor = max(0.25, (free - READ_CPUS) / max(1, int(free)))
     if free < cpus_per_actor + READ_CPUS:
         raise PlatformError(
             f"batch scoring needs {cpus_per_actor + READ_CPUS:g} free CPUs (an actor and a read) and the cluster has "
@@ -231,11 +239,12 @@ def score(
     booster = registry.load_booster(registry.model_uri(model.name, version), tracking_uri)
     if gpus_per_actor:
         booster.set_param({"device": "cuda"})
-    booster.set_param({"nthread": max(1, int(cpus_per_actor))})
+    booster.set_param({"nthread": max(1, round(cpus_per_actor))})
     raw = ray.put(bytes(booster.save_raw("ubj")))
-    # The pool starts with one actor and grows to `concurrency` (default: as many as the cluster's CPUs hold),
-    # so it scores on whatever is free now and takes nodes the autoscaler adds.
+    # The pool starts with as many actors as the free CPUs hold (at least one) and grows to `concurrency`
+    # (default: as many as the cluster's CPUs hold), so it takes nodes the autoscaler adds.
     most = concurrency or max(1, int((ray.cluster_resources().get("CPU", 1) - READ_CPUS) // cpus_per_actor))
+    start = max(1, min(most, int((free - READ_CPUS) // cpus_per_actor + 1e-9)))
     scored = ds.select_columns(list(dict.fromkeys([key, *features]))).map_batches(
         _Scorer,
         fn_constructor_kwargs={
@@ -248,7 +257,7 @@ def score(
         },
         batch_format="pyarrow",
         batch_size=batch_rows,
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=most),
+        compute=ray.data.ActorPoolStrategy(min_size=start, max_size=most),
         num_cpus=cpus_per_actor,
         num_gpus=gpus_per_actor or None,
     )
