@@ -701,7 +701,7 @@ def _build(
     rows = table.count()
     table.write_parquet(writer.path("table"), filesystem=writer.fs)
     t = lap("write table", t)
-    profile_file = writer.write_json(PROFILE, profile(table, features, cfg.label, categorical))
+    profile_file = writer.write_json(PROFILE, profile(table, features, cfg.label, categorical, in_driver=small))
     lap("profile", t)
     table_files = writer.files("table")
     manifest = {
