@@ -36,6 +36,9 @@ BATCH_ROWS = 65_536
 #: CPUs of each read task. Ray Data's default (one) next to actors that hold whole CPUs, on a node where Serve
 #: replicas hold fractions, leaves the reads waiting forever for a CPU that never frees (it hung a test).
 READ_CPUS = 0.25
+#: Ray Data's file-listing task asks for a whole CPU whatever the read asks (Ray 2.60); the pool's actors start
+#: first, so they must leave it one, or nothing is ever read (it hung CI).
+LIST_CPUS = 1.0
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def _read(path: str) -> Any:
 
     fs, inner = filesystem(path)
     lower = path.lower().rstrip("/")
-    kw = {"filesystem": fs if "://" in path else None, "ray_remote_args": {"num_cpus": READ_CPUS}}
+    kw = {"filesystem": fs if "://" in path else None, "num_cpus": READ_CPUS}
     if lower.endswith((".csv", ".csv.gz")):
         return ray.data.read_csv(path, **kw)
     if lower.endswith(".parquet") or fs.get_file_info(inner).type.name == "Directory":
@@ -190,8 +193,9 @@ def score(
     Args:
         key: the column identifying a row, copied to the output (default: the training data set's key).
         concurrency: most actors in the pool (default: one per CPU of the cluster).
-        cpus_per_actor: each actor's CPUs (its XGBoost threads, rounded). Default: the free CPUs, less a read's
-            share, split over one actor per free CPU, so that every core scores and a read always fits.
+        cpus_per_actor: each actor's CPUs (its XGBoost threads, rounded, at least one). Default: the free CPUs
+            less the file listing's and a read's, split over one actor per free CPU (Ray's CPUs are for
+            placement: each actor scores with one thread whatever fraction it holds).
         gpus_per_actor: GPUs of each actor; XGBoost then predicts with device cuda.
 
     Raises:
@@ -228,13 +232,14 @@ def score(
             "(rows are scored in parallel, so the output is matched to the input by it)"
         )
     free = float(ray.available_resources().get("CPU", 0.0))
+    reserved = LIST_CPUS + READ_CPUS
     if cpus_per_actor is None:
-        # Whole CPUs for actors and none for reads deadlock: the pool holds every CPU before a read starts.
-        cpus_per_actor = max(0.25, (free - READ_CPUS) / max(1, int(free)))
-    if free < cpus_per_actor + READ_CPUS:
+        cpus_per_actor = round(max(0.05, free - reserved) / max(1, round(free)), 3)
+    if free < cpus_per_actor + reserved:
         raise PlatformError(
-            f"batch scoring needs {cpus_per_actor + READ_CPUS:g} free CPUs (an actor and a read) and the cluster has "
-            f"{free:g} free (Serve replicas and running jobs hold the rest): lower --cpus-per-actor, or free CPUs"
+            f"batch scoring needs {cpus_per_actor + reserved:g} free CPUs (an actor, Ray Data's file listing and a "
+            f"read) and the cluster has {free:g} free (Serve replicas and running jobs hold the rest): lower "
+            "--cpus-per-actor, or free CPUs"
         )
     booster = registry.load_booster(registry.model_uri(model.name, version), tracking_uri)
     if gpus_per_actor:
@@ -243,8 +248,9 @@ def score(
     raw = ray.put(bytes(booster.save_raw("ubj")))
     # The pool starts with as many actors as the free CPUs hold (at least one) and grows to `concurrency`
     # (default: as many as the cluster's CPUs hold), so it takes nodes the autoscaler adds.
-    most = concurrency or max(1, int((ray.cluster_resources().get("CPU", 1) - READ_CPUS) // cpus_per_actor))
-    start = max(1, min(most, int((free - READ_CPUS) // cpus_per_actor + 1e-9)))
+    cores = int(ray.cluster_resources().get("CPU", 1))
+    most = concurrency or max(1, min(cores, int((cores - READ_CPUS) // cpus_per_actor)))
+    start = max(1, min(most, int((free - reserved) // cpus_per_actor + 1e-9)))
     scored = ds.select_columns(list(dict.fromkeys([key, *features]))).map_batches(
         _Scorer,
         fn_constructor_kwargs={
