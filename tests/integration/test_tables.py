@@ -15,7 +15,7 @@ import requests
 import yaml
 
 from tests.conftest import ROOT
-from tests.integration.conftest import cli
+from tests.integration.conftest import cli, no_serve_apps
 
 pytestmark = pytest.mark.integration
 
@@ -69,6 +69,7 @@ def write_job(name: str, data: dict, *, deploy: bool = True) -> tuple[Path, Path
 
 @pytest.fixture(scope="module")
 def tables(platform_env):
+    no_serve_apps(platform_env)  # other modules' endpoints hold CPU shares that the searches and scoring need
     home = Path(platform_env["MLPLATFORM_HOME"])
     folder = home / "data" / "tables"
     folder.mkdir(parents=True, exist_ok=True)
