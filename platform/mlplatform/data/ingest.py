@@ -106,8 +106,8 @@ def _files(source: SourceSpec) -> tuple[list[dict[str, Any]], list[str]]:
 def _probe(row: dict[str, Any], source: SourceSpec) -> dict[str, Any]:
     """Why a file cannot be read as `fmt` ("" when it can), and the parts of it to quarantine one by one.
 
-    Runs as a Ray Data task per file, so a bad file is quarantined with its reason instead of failing the
-    read of its whole source.
+    Runs per file (in a driver thread for a small source, else as a Ray Data task), so a bad file is
+    quarantined with its reason instead of failing the read of its whole source.
     """
     path, fmt = row["path"], source.format
     probe = sources.Probe()
@@ -150,12 +150,11 @@ def _readable(
 
 
 def _with_label_contract(cfg: DataConfig, source: SourceSpec) -> SourceSpec:
-    """`source`, its 0/1 label (no `positive` mapping) held to 0 and 1 by the contract: any other value is a
-    record to quarantine with its reason, not a crash inside XGBoost."""
+    """`source`, its 0/1 label (binary, no `positive` mapping, no `allowed` of its own) held to 0 and 1 by the
+    contract: any other value is a record to quarantine with its reason, not a crash inside XGBoost."""
     spec = source.fields.get(cfg.label)
-    if spec is None or cfg.task_kind() != "binary" or cfg.positive is not None or spec.type == "bool":
-        return source
-    if spec.allowed is not None:
+    plain_01 = cfg.task_kind() == "binary" and cfg.positive is None
+    if spec is None or not plain_01 or spec.type == "bool" or spec.allowed is not None:
         return source
     fields = {**source.fields, cfg.label: spec.model_copy(update={"allowed": [0, 1]})}
     return source.model_copy(update={"fields": fields})
