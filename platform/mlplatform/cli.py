@@ -449,13 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
 
     s = sub.add_parser("predict", help="batch scoring: every row of a CSV/Parquet file, Parquet out (a Ray job)")
-    s.add_argument("--model", required=True, help="NAME@ALIAS (churn@champion), NAME/VERSION (churn/3) or NAME")
-    s.add_argument("--input", required=True, help="a CSV or Parquet file, or a folder of Parquet files")
-    s.add_argument("--out", required=True, help="a new folder: Parquet with the key, prediction, model_version, error")
-    s.add_argument("--key", help="the column identifying a row (default: the training data's key)")
-    s.add_argument("--concurrency", type=int, help="scoring actors (default: one per CPU of the cluster)")
-    s.add_argument("--cpus-per-actor", type=float, help="CPUs of each scoring actor (default: free CPUs / actors)")
-    s.add_argument("--gpus-per-actor", type=float, default=0.0, help="> 0: predict on GPUs")
+    from mlplatform.launch import predict_arguments
+
+    predict_arguments(s)
     s.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
     s.add_argument("--no-wait", action="store_true", help="return once submitted")
     s.set_defaults(fn=_cmd_predict)

@@ -118,18 +118,23 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
     return 0
 
 
+def predict_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of batch scoring: the job's command line, and `mlplatform predict`'s (which forwards them)."""
+    parser.add_argument("--model", required=True, help="NAME@ALIAS (churn@champion), NAME/VERSION (churn/3) or NAME")
+    parser.add_argument("--input", required=True, help="a CSV or Parquet file, or a folder of Parquet files")
+    parser.add_argument("--out", required=True, help="a new folder: Parquet with key, prediction, model_version, error")
+    parser.add_argument("--key", help="the column identifying a row (default: the training data's key)")
+    parser.add_argument("--concurrency", type=int, help="scoring actors (default: one per CPU of the cluster)")
+    parser.add_argument("--cpus-per-actor", type=float, help="CPUs of each scoring actor (default: free CPUs / actors)")
+    parser.add_argument("--gpus-per-actor", type=float, default=0.0, help="> 0: predict on GPUs (device cuda)")
+
+
 def predict_main(argv: list[str] | None = None) -> int:
     """Entrypoint of jobs/predict.py: batch scoring of a file by a registered version. Returns the exit code."""
     from mlplatform.pipeline import predict_step
 
     parser = argparse.ArgumentParser(prog="jobs/predict.py", description="score every row of a file")
-    parser.add_argument("--model", required=True, help="NAME@ALIAS (churn@champion), NAME/VERSION or NAME")
-    parser.add_argument("--input", required=True, help="a CSV or Parquet file, or a folder of Parquet files")
-    parser.add_argument("--out", required=True, help="a new folder for the Parquet output")
-    parser.add_argument("--key", help="the column identifying a row (default: the training data's key)")
-    parser.add_argument("--concurrency", type=int, help="scoring actors (default: one per CPU of the cluster)")
-    parser.add_argument("--cpus-per-actor", type=float, help="default: the free CPUs over one actor per CPU")
-    parser.add_argument("--gpus-per-actor", type=float, default=0.0, help="> 0: predict on GPUs (device cuda)")
+    predict_arguments(parser)
     args = parser.parse_args(argv)
     if not MLFLOW_TRACKING_URI.get():
         print("error: MLFLOW_TRACKING_URI is not set (`mlplatform up` exports it to Ray's processes)", file=sys.stderr)
