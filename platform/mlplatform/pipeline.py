@@ -275,12 +275,20 @@ def rollout_step(cfg: RolloutJobConfig | None, opts: JobOptions = JobOptions()) 
         print(f"resuming {state.describe(time.time())}")
     rollout_cfg = RolloutConfig.model_validate(state.config) if state is not None else cfg.rollout  # type: ignore[union-attr]
     model = control.served(app).args.model_name
-    judge = log_judge(app, rollout_cfg.online_test) if rollout_cfg.online_test else None
+    judge = _judge(control, model, rollout_cfg)
     result = run_rollout(rollout_cfg, control, cluster_stats(model), resume=state, online=judge)
     _print_rollout(result)
     if not result.succeeded:
         raise RolloutFailedError(result.reason)
     return result
+
+
+def _judge(control: TrafficControl, model: str, cfg: RolloutConfig, *, root: str | None = None) -> Any:
+    """The online test of a rollout, for the task of the version rolled out (None: the rollout has none)."""
+    if cfg.online_test is None:
+        return None
+    task = registry.model_task(model, control.resolve(model, cfg.canary))
+    return log_judge(cfg.app, cfg.online_test, root=root, task=task)
 
 
 def _print_rollout(result: RolloutResult) -> None:
@@ -322,8 +330,7 @@ def monitor_step(cfg: MonitorJobConfig, opts: JobOptions = JobOptions()) -> Pass
 
     def rollout(rollout_cfg: RolloutConfig, origin: dict[str, Any]) -> RolloutResult:
         model = control.served(rollout_cfg.app).args.model_name
-        online = rollout_cfg.online_test
-        judge = log_judge(rollout_cfg.app, online, root=cfg.monitor.log_path) if online else None
+        judge = _judge(control, model, rollout_cfg, root=cfg.monitor.log_path)
         result = run_rollout(rollout_cfg, control, cluster_stats(model), online=judge, origin=origin)
         _print_rollout(result)
         return result

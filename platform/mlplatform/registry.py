@@ -25,6 +25,7 @@ __all__ = [
     "PREVIOUS",
     "client",
     "resolve_version",
+    "model_task",
     "model_uri",
     "model_features",
     "model_extra_file",
@@ -89,6 +90,19 @@ def resolve_version(
         raise RegistryError(f"cannot look up {what} of model {name!r} at {c.tracking_uri}: {exc.message}") from None
     except requests.RequestException as exc:
         raise RegistryError(f"the MLflow registry at {c.tracking_uri} does not answer: {exc}") from None
+
+
+def model_task(
+    name: str, version: str | None = None, alias: str | None = None, *, tracking_uri: str | None = None
+) -> str:
+    """What the registered version answers: binary | multiclass | regression (versions from before tasks existed
+    are binary).
+
+    Raises:
+        RegistryError: as `resolve_version`.
+    """
+    number = resolve_version(name, version, alias, tracking_uri=tracking_uri)
+    return client(tracking_uri).get_model_version(name, number).tags.get("mlplatform.task") or "binary"
 
 
 def model_uri(name: str, version: str) -> str:

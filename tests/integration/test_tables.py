@@ -6,6 +6,7 @@ no classifier can learn from, refused before any trial."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ TRAIN = {
 }
 
 
-def write_job(name: str, data: dict, *, deploy: bool = True) -> tuple[Path, Path]:
+def write_job(name: str, data: dict, *, deploy: bool = True, **app_args) -> tuple[Path, Path]:
     """A pipeline config and its serve config (inside the repo: a submitted job uploads it)."""
     config = ROOT / "jobs" / "configs" / f"_test_{name}.yaml"
     serve = ROOT / "serve_configs" / f"_test_{name}.yaml"
@@ -54,6 +55,7 @@ def write_job(name: str, data: dict, *, deploy: bool = True) -> tuple[Path, Path
                             "colocate": True,
                             "ingress_num_cpus": 0.1,
                             "versions": [{"alias": "champion", "weight": 100}],
+                            **app_args,
                         },
                     }
                 ],
@@ -321,7 +323,7 @@ def test_multiclass_trains_gates_and_serves_one_probability_per_class(tables):
     frame = pd.DataFrame({"id": np.arange(1, n + 1), **{f"f{j}": x[:, j] for j in range(4)}, "species": species[which]})
     fields = {"id": {"type": "int"}, **{f"f{j}": {"type": "float"} for j in range(4)}, "species": {"type": "str"}}
     data = _one_csv("iris", home, folder, frame, "species", fields, task="multiclass")
-    config, serve = write_job("iris", data)
+    config, serve = write_job("iris", data, inference_log={"flush_s": 1})
     written += [config, serve]
     out = cli("submit", "pipeline", "--config", str(config.relative_to(ROOT)), env=env).stdout
     assert "succeeded" in out and "val_mlogloss" in out, out[-3000:]
@@ -343,6 +345,43 @@ def test_multiclass_trains_gates_and_serves_one_probability_per_class(tables):
     booster = load_booster(model_uri("iris", "1"), load_state(home).mlflow_url)
     expected = booster.inplace_predict(row[version.features].to_numpy(dtype=np.float32)[None, :])[0]
     np.testing.assert_array_equal(probabilities, expected.astype(np.float32))
+
+    # Monitoring follows the task: labels come back by class name, drift scores the log by accuracy.
+    rows = table.iloc[:200]
+    body = {"instances": [{f"f{j}": float(r[f"f{j}"]) for j in range(4)} for _, r in rows.iterrows()]}
+    answer = requests.post(f"{URL}/iris/v1/models/iris:predict", json=body, timeout=10)
+    rid = answer.headers["x-request-id"]
+    labels = [{"request_id": rid, "row": i, "label": str(species[c])} for i, c in enumerate(rows["species"])]
+    fed = requests.post(f"{URL}/iris/v1/models/iris/feedback", json={"labels": labels}, timeout=10).json()
+    assert fed["counts"] == {"accepted": 200}, fed
+    bad = requests.post(
+        f"{URL}/iris/v1/models/iris/feedback", json={"labels": [{"request_id": rid, "label": "rose"}]}, timeout=10
+    ).json()
+    assert "one of ['setosa', 'versicolor', 'virginica']" in bad["results"][0]["message"]
+    out_dir = home / "iris-drift"
+    for _ in range(5):  # the log is written every second
+        drift = cli(
+            "drift",
+            "--reference",
+            version.path,
+            "--current",
+            "log:iris",
+            "--model",
+            "iris/1",
+            "--no-mlflow",
+            "--out",
+            str(out_dir),
+            env=env,
+            check=False,
+        )
+        if drift.returncode == 0 and "200 current rows" in drift.stdout:
+            break
+        time.sleep(1)
+    assert drift.returncode == 0, drift.stdout[-3000:] + drift.stderr[-3000:]
+    performance = json.loads((out_dir / "drift.json").read_text())["performance"]
+    assert performance["task"] == "multiclass" and performance["rows"] == 200
+    assert performance["metrics"]["accuracy"] > 0.7 and "accuracy" in performance["reference"]
+    assert not performance["drifted"] and "labelled accuracy" in performance["message"]
 
 
 def test_regression_trains_gates_and_serves_a_value(tables):

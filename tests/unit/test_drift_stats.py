@@ -199,3 +199,75 @@ def test_durations(text, seconds):
 def test_bad_durations(text):
     with pytest.raises(ConfigError, match="duration"):
         parse_since(text)
+
+
+# ------------------------------------------------------------------------ labelled performance by task
+
+
+def _side(y, prediction, **more):
+    n = len(y)
+    ts = np.array(["2026-11-27T10:15"] * (n // 2) + ["2026-11-27T11:15"] * (n - n // 2), dtype="datetime64[us]")
+    return {"label": np.asarray(y, float), "prediction": np.asarray(prediction, float), "ts": ts, **more}
+
+
+def test_performance_follows_the_task():
+    from mlplatform.monitor.config import DriftConfig
+    from mlplatform.monitor.drift import _performance, _reference
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    probabilities = np.full((300, 3), 0.1)
+    probabilities[np.arange(300), y] = 0.8
+    probabilities[:30] = [0.8, 0.1, 0.1]  # a tenth answered "class 0", right or wrong
+    multi = _performance(_side(y, probabilities.argmax(1), probabilities=probabilities), None, None, DriftConfig())
+    assert multi["task"] == "multiclass" and set(multi["metrics"]) == {"mlogloss", "accuracy", "macro_f1"}
+    assert 0.9 <= multi["metrics"]["accuracy"] < 1 and len(multi["over_time"]) == 2
+
+    value = rng.normal(100, 20, 300)
+    reg = _performance(_side(value + rng.normal(0, 5, 300), value), None, None, DriftConfig())
+    assert reg["task"] == "regression" and set(reg["metrics"]) == {"rmse", "mae", "r2"}
+    assert 4 < reg["metrics"]["rmse"] < 6 and reg["metrics"]["r2"] > 0.9
+
+    binary = _performance(_side(y == 1, np.where(y == 1, 0.9, 0.2)), None, None, DriftConfig())
+    assert binary["task"] == "binary" and binary["metrics"]["auc"] == 1.0
+
+    # The version's validation metrics, named as the live ones (merror is 1 − accuracy).
+    tags = {"mlplatform.metric.val_mlogloss": "0.3", "mlplatform.metric.val_merror": "0.1", "other": "x"}
+    assert _reference("multiclass", tags) == {"mlogloss": 0.3, "accuracy": pytest.approx(0.9)}
+
+
+def test_performance_drift_by_task(monkeypatch):
+    """AUC or accuracy down by more than performance_drop, RMSE up by more than that fraction: drift."""
+    from mlplatform import registry
+    from mlplatform.monitor.config import DriftConfig
+    from mlplatform.monitor.drift import _performance
+
+    class Version:
+        def __init__(self, tags):
+            self.tags = tags
+
+    def registered(tags):
+        class Client:
+            def get_model_version(self, name, version):
+                return Version(tags)
+
+        monkeypatch.setattr(registry, "client", lambda tracking_uri=None: Client())
+
+    rng = np.random.default_rng(1)
+    value = rng.normal(100, 20, 300)
+    side = _side(value + rng.normal(0, 5, 300), value)  # live RMSE ≈ 5
+    registered({"mlplatform.task": "regression", "mlplatform.metric.val_rmse": "4.0"})
+    out = _performance(side, ("houses", "1"), None, DriftConfig(performance_drop=0.1))
+    assert out["drifted"] and "labelled RMSE" in out["message"] and "10% above" in out["message"]
+    registered({"mlplatform.task": "regression", "mlplatform.metric.val_rmse": "4.9"})
+    assert not _performance(side, ("houses", "1"), None, DriftConfig(performance_drop=0.1))["drifted"]
+
+    y = rng.integers(0, 3, 300)
+    probabilities = np.full((300, 3), 0.1)
+    probabilities[np.arange(300), (y + (np.arange(300) % 4 == 0)) % 3] = 0.8  # a quarter wrong
+    side = _side(y, probabilities.argmax(1), probabilities=probabilities)
+    registered({"mlplatform.task": "multiclass", "mlplatform.metric.val_merror": "0.1"})
+    out = _performance(side, ("iris", "1"), None, DriftConfig(performance_drop=0.05))
+    assert (
+        out["drifted"] and "labelled accuracy 0.75" in out["message"] and "validation accuracy 0.9000" in out["message"]
+    )

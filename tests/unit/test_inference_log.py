@@ -7,15 +7,17 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 import pytest
+from mlplatform.data.schema import FeatureSchema, InputSchema
 from mlplatform.serve.config import AppArgs, InferenceLogConfig
 from mlplatform.serve.endpoint import create_app
-from mlplatform.serve.inference_log import FEEDBACK, REQUESTS, InferenceLog, partitioning
+from mlplatform.serve.inference_log import FEEDBACK, REQUESTS, InferenceLog, label_code, partitioning
 from mlplatform.serve.router import RouterCore
 
-from tests.unit.test_serve_router import FEATURES, ROW, FakeHandle, call
+from tests.unit.test_serve_router import FEATURES, ROW, FakeHandle, _Method, call
 
 
 class Counts:
@@ -248,3 +250,102 @@ def test_feedback_without_a_log_is_refused(tmp_path):
 def test_inference_log_config_defaults():
     cfg = InferenceLogConfig()
     assert cfg.sample_rate == 1.0 and cfg.resolved_path().endswith("inference_log")
+
+
+# ------------------------------------------------------------------------ labels and outputs by task
+
+SPECIES = ["setosa", "versicolor", "virginica"]
+
+
+class ClassHandle:
+    """A multiclass model's handle: the same probabilities, one per class, for every row."""
+
+    def __init__(self, version: str, probabilities=(0.2, 0.7, 0.1)):
+        async def predict(x):
+            return np.tile(np.array([probabilities]), (len(x), 1))
+
+        async def version_info():
+            return version
+
+        self.predict = _Method(predict)
+        self.version_info = _Method(version_info)
+
+
+def make_task(tmp_path: Path, task: str, classes: list[str], *handles) -> tuple[InferenceLog, object]:
+    """An app of a `task` model whose versions 1, 2, ... are `handles`, splitting traffic evenly."""
+    parsed = AppArgs.model_validate(
+        {
+            "model_name": "m",
+            "auth": "none",
+            "features": FEATURES,
+            "versions": [{"version": str(i + 1), "weight": 100 / len(handles)} for i in range(len(handles))],
+            "inference_log": {"path": str(tmp_path / "log")},
+        }
+    )
+    schema = InputSchema(
+        features=[FeatureSchema(name=f, kind="numeric", nullable=False) for f in FEATURES], task=task, classes=classes
+    )
+    inference_log = InferenceLog(parsed.inference_log, "app", FEATURES, metrics=Counts(), start=False)
+    versions = {str(i + 1): h for i, h in enumerate(handles)}
+    core = RouterCore(parsed, FEATURES, versions, observers=[inference_log], app_name="app", schema=schema)
+    return inference_log, create_app(core, inference_log)
+
+
+def test_a_multiclass_model_logs_every_probability_and_takes_labels_by_class_name(tmp_path):
+    log, app = make_task(tmp_path, "multiclass", SPECIES, ClassHandle("1"))
+    rid = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW, ROW, ROW, ROW]})[1]["x-request-id"]
+    log.flush()
+    logged = read_requests(tmp_path).sort_by("row")
+    assert logged["prediction"].to_pylist() == [1.0] * 4  # the likeliest class's index
+    assert logged["probabilities"].to_pylist()[0] == pytest.approx([0.2, 0.7, 0.1])
+    _, _, body = feedback(
+        app,
+        [
+            {"request_id": rid, "label": "virginica"},
+            {"request_id": rid, "label": 1, "row": 1},  # by index too
+            {"request_id": rid, "label": "rose", "row": 2},
+            {"request_id": rid, "label": 3, "row": 3},
+        ],
+    )
+    assert [r["status"] for r in body["results"]] == ["accepted", "accepted", "invalid", "invalid"]
+    assert "one of ['setosa', 'versicolor', 'virginica']" in body["results"][2]["message"]
+    assert '"rose"' in body["results"][2]["message"]
+    log.flush()
+    labels = pads.dataset(tmp_path / "log" / "feedback", format="parquet", partitioning=partitioning(FEEDBACK))
+    assert sorted(labels.to_table()["label"].to_pylist()) == [1.0, 2.0]  # class codes, as training had them
+
+
+def test_a_regression_takes_any_finite_number_as_its_label(tmp_path):
+    log, app = make_task(tmp_path, "regression", [], FakeHandle("1", 1.0))
+    rid = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW, ROW, ROW]})[1]["x-request-id"]
+    _, _, body = feedback(
+        app,
+        [
+            {"request_id": rid, "label": 312.5},
+            {"request_id": rid, "label": "312.5", "row": 1},
+            {"request_id": rid, "label": True, "row": 2},
+        ],
+    )
+    assert [r["status"] for r in body["results"]] == ["accepted", "invalid", "invalid"]
+    assert "finite number" in body["results"][1]["message"]
+
+
+@pytest.mark.parametrize(
+    ("value", "task", "expected"),
+    [
+        (1, "binary", 1.0),
+        (0.0, "binary", 0.0),
+        (2, "binary", "label must be 0 or 1"),
+        (True, "binary", "label must be 0 or 1"),
+        ("virginica", "multiclass", 2.0),
+        (2.0, "multiclass", 2.0),
+        (1.5, "multiclass", "label must be one of"),
+        (-1, "multiclass", "label must be one of"),
+        (-3.25, "regression", -3.25),
+        (float("inf"), "regression", "finite number"),
+        (None, "regression", "finite number"),
+    ],
+)
+def test_label_codes_by_task(value, task, expected):
+    got = label_code(value, task, SPECIES)
+    assert got == expected if isinstance(expected, float) else expected in got

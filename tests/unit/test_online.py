@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mlplatform.monitor.online import msprt, per_request_loss
+from mlplatform.errors import ConfigError
+from mlplatform.monitor.online import loss_for, msprt, per_request_loss
 from mlplatform.release.config import OnlineTestConfig
 
 from tests.unit.test_rollout import rollout_world
@@ -57,6 +58,51 @@ def test_losses():
     y, p = np.array([1.0, 0.0]), np.array([0.8, 0.0])
     assert per_request_loss(y, p) == pytest.approx([-np.log(0.8), -np.log(1 - 1e-6)])
     assert per_request_loss(y, p, "brier") == pytest.approx([0.04, 0.0])
+
+
+def test_losses_follow_the_task():
+    probabilities = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
+    y = np.array([1.0, 2.0])  # class indices
+    assert per_request_loss(y, y, "logloss", probabilities) == pytest.approx([-np.log(0.7), -np.log(0.25)])
+    assert per_request_loss(y, y, "brier", probabilities) == pytest.approx([0.14, 0.25 + 0.0625 + 0.5625])
+    values, truth = np.array([10.0, 7.0]), np.array([12.0, 7.5])
+    assert per_request_loss(truth, values, "squared_error") == pytest.approx([4.0, 0.25])
+    assert per_request_loss(truth, values, "absolute_error") == pytest.approx([2.0, 0.5])
+    assert loss_for("regression", OnlineTestConfig()) == "squared_error"
+    assert loss_for("multiclass", OnlineTestConfig()) == "logloss"
+    with pytest.raises(ConfigError, match="'logloss' does not suit a regression model"):
+        loss_for("regression", OnlineTestConfig(metric="logloss"))
+
+
+@pytest.mark.parametrize("task", ["multiclass", "regression"])
+def test_the_judge_reads_a_real_log_of_each_task(tmp_path, task):
+    """Versions 1 (close to the truth) and 2 (far from it) answer live traffic; labels come back through
+    feedback; the judge, reading the log the endpoint wrote, finds version 2 worse and 1 better."""
+    import time
+
+    from mlplatform.monitor.online import log_judge
+
+    from tests.unit.test_inference_log import SPECIES, ClassHandle, FakeHandle, call, feedback, make_task
+
+    rng = np.random.default_rng(0)
+    rows = [{"a": float(a), "b": 2.0} for a in rng.integers(0, 10, 160)]
+    if task == "multiclass":  # the truth is always "setosa"
+        good, bad = ClassHandle("1", (0.8, 0.1, 0.1)), ClassHandle("2", (0.2, 0.7, 0.1))
+        truth = ["setosa"] * len(rows)
+    else:  # the truth is a + b and some noise; version 1 answers a + b, version 2 1.3 × (a + b)
+        good, bad = FakeHandle("1", 1.0), FakeHandle("2", 1.3)
+        truth = [r["a"] + r["b"] + float(e) for r, e in zip(rows, rng.normal(scale=0.5, size=len(rows)), strict=True)]
+    log, app = make_task(tmp_path, task, SPECIES if task == "multiclass" else [], good, bad)
+    since = time.time() - 1
+    rids = [call(app, "POST", "/v1/models/m:predict", {"instances": [row]})[1]["x-request-id"] for row in rows]
+    labels = [{"request_id": r, "label": y} for r, y in zip(rids, truth, strict=True)]
+    assert feedback(app, labels)[2]["counts"] == {"accepted": 160}
+    log.flush()
+    judge = log_judge("app", OnlineTestConfig(), root=str(tmp_path / "log"), task=task)
+    worse = judge("2", "1", since)
+    assert worse["decision"] == "worse", worse["message"]
+    assert judge("1", "2", since)["decision"] == "better"
+    assert ("logloss" if task == "multiclass" else "squared_error") in worse["message"]
 
 
 # ------------------------------------------------------------------------------------- in a rollout

@@ -336,7 +336,7 @@ def test_many_categories_are_lumped_and_long_names_shortened():
 def test_log_loss_alone_gets_the_left_axis():
     points = [{"at": f"2026-11-27T0{h}:00:00Z", "rows": 50, "logloss": 0.4 + h / 100} for h in range(4)]
     page = render_report({"performance": {"metrics": {"logloss": 0.43}, "over_time": points}})
-    assert _n_charts(page) == 1 and '"yaxis2"' not in page and '"text":"log loss"' in page
+    assert _n_charts(page) == 1 and '"yaxis2"' not in page and '"text":"Log loss"' in page
 
 
 def test_write_report(tmp_path, drift):
@@ -401,3 +401,21 @@ def test_chromium_draws_the_report_offline(tmp_path, drift):
     assert 'class="main-svg"' in dom
     assert dom.count('class="plot-container plotly"') == _n_charts(render_report(drift))
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom  # the hostile name is shown, as text
+
+
+def test_the_performance_chart_follows_the_task():
+    points = [
+        {"at": f"2026-11-27T0{h}:00:00Z", "rows": 50, "rmse": 4 + h, "mae": 3.0, "r2": 0.9 - h / 10} for h in range(3)
+    ]
+    page = render_report(
+        {
+            "performance": {
+                "task": "regression",
+                "metrics": {"rmse": 5.0},
+                "reference": {"rmse": 4.0},
+                "over_time": points,
+            }
+        }
+    )
+    assert _n_charts(page) == 1 and '"text":"R\\u00b2"' in page  # R² on the left (Plotly writes JSON in ASCII)
+    assert '"yaxis2":{"title":{"text":"RMSE"}' in page and "reference RMSE 4" in page

@@ -50,7 +50,11 @@ class DriftConfig(StrictModel):
         "but the inference log's own fields; list them to leave out ids and labels of plain Parquet).",
     )
     performance_drop: float = Field(
-        0.05, gt=0, le=1, description="Labelled AUC this far below the version's validation AUC is performance drift."
+        0.05,
+        gt=0,
+        le=1,
+        description="Performance drift: labelled AUC (binary) or accuracy (multiclass) this far below the version's "
+        "validation value, or labelled RMSE (regression) this fraction above it.",
     )
     min_rows: int = Field(100, ge=1, description="Fewer current rows than this: no verdict (too little to tell).")
 
@@ -67,7 +71,8 @@ class TriggerConfig(StrictModel):
 
     drift: bool = Field(True, description="Retrain when the log window drifted from the champion's training data.")
     performance: bool = Field(
-        True, description="Retrain when labelled live AUC fell more than drift.performance_drop below validation."
+        True,
+        description="Retrain on performance drift (labelled quality worse than validation: drift.performance_drop).",
     )
     schedule: str | None = Field(
         None, description="Retrain when the champion is older than this (e.g. 7d), drift or not; None: never."

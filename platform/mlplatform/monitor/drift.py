@@ -36,7 +36,7 @@ from mlplatform.monitor.config import DriftConfig
 from mlplatform.monitor.report import write_report
 from mlplatform.monitor.stats import categorical_stats, numeric_stats
 from mlplatform.monitor.window import Table, flatten_log, read_feedback, resolve
-from mlplatform.train.task import auc, calibration_error
+from mlplatform.train.task import Task
 
 __all__ = ["drift", "compare", "decide", "write_outputs", "log_to_mlflow", "export_gauges", "DRIFT_EXPERIMENT"]
 
@@ -82,7 +82,7 @@ def _feature_task(name: str, kind: str, ref_refs: list, cur_refs: list) -> dict[
 
 
 def _score_task(model: str, version: str, tracking_uri: str | None, features: list[str], ref_refs: list) -> np.ndarray:
-    """The model's scores on the reference rows (runs as a Ray task)."""
+    """The model's predictions on the reference rows (runs as a Ray task)."""
     import pyarrow.compute as pc
     import ray
 
@@ -90,7 +90,9 @@ def _score_task(model: str, version: str, tracking_uri: str | None, features: li
     out = []
     for block in ray.get(ref_refs):
         x = np.column_stack([pc.cast(block[f], pa.float32()).to_numpy(zero_copy_only=False) for f in features])
-        out.append(np.asarray(booster.inplace_predict(x), dtype=np.float64).reshape(len(x), -1)[:, 0])
+        scores = np.asarray(booster.inplace_predict(x), dtype=np.float64).reshape(len(x), -1)
+        # As the inference log keeps them: a multiclass model's likeliest class, another's one score.
+        out.append(scores.argmax(axis=1).astype(np.float64) if scores.shape[1] > 1 else scores[:, 0])
     return np.concatenate(out) if out else np.array([])
 
 
@@ -102,7 +104,8 @@ def _read(table: Table, columns: list[str], labels: pa.Table | None) -> list:
         ds = ray.data.read_parquet(
             table.files,
             filesystem=table.filesystem,
-            columns=["request_id", "row", "ts", "model", "prediction", "features"],
+            columns=["request_id", "row", "ts", "model", "prediction", "features"]
+            + (["probabilities"] if "probabilities" in table.columns else []),
             include_paths=True,
             partitioning=None,
         )
@@ -171,50 +174,90 @@ def _verdict(features: dict[str, dict[str, Any]], cfg: DriftConfig, rows: int) -
     }
 
 
+#: Per task, the labelled score performance drift watches, and whether a fall or a rise is the bad direction.
+_WATCHED = {"binary": ("auc", "max"), "multiclass": ("accuracy", "max"), "regression": ("rmse", "min")}
+
+
+def _task_of(side: dict[str, np.ndarray], tags: dict[str, str]) -> str:
+    """The model's task: as registered, or read from the log (probabilities: multiclass; a 0/1 label and scores
+    in [0, 1]: binary; otherwise regression)."""
+    if tags.get("mlplatform.task"):
+        return tags["mlplatform.task"]
+    if "probabilities" in side:
+        return "multiclass"
+    y, p = side["label"], side["prediction"]
+    y, p = y[~np.isnan(y)], p[~np.isnan(p)]
+    return "binary" if np.isin(y, (0.0, 1.0)).all() and ((p >= 0) & (p <= 1)).all() else "regression"
+
+
+def _reference(task: str, tags: dict[str, str]) -> dict[str, float]:
+    """The version's validation metrics, named as `Task.scores` names the live ones."""
+    val = {
+        k.removeprefix("mlplatform.metric.val_"): float(v)
+        for k, v in tags.items()
+        if k.startswith("mlplatform.metric.val_")
+    }
+    if task == "multiclass" and "merror" in val:
+        val["accuracy"] = 1.0 - val.pop("merror")
+    return val
+
+
 def _performance(
     cur: dict[str, np.ndarray], model: tuple[str, str] | None, tracking_uri: str | None, cfg: DriftConfig
 ) -> dict[str, Any] | None:
-    """Quality on the labelled rows against the version's validation metrics, overall and per hour."""
+    """Quality on the labelled rows against the version's validation metrics, overall and per hour, by the
+    model's task: AUC, log loss and calibration (binary); log loss, accuracy and macro F1 (multiclass); RMSE,
+    MAE and R² (regression). Performance drift is the watched score worse than validation by more than
+    ``performance_drop``: AUC or accuracy that much lower, RMSE that fraction higher."""
     if "label" not in cur or "prediction" not in cur:
         return None
-    y, p = cur["label"], cur["prediction"]
-    has = ~np.isnan(y) & ~np.isnan(p)
+    has = ~np.isnan(cur["label"]) & ~np.isnan(cur["prediction"])
     if not has.any():
         return None
-    y, p, ts = y[has], np.clip(p[has], 1e-7, 1 - 1e-7), cur["ts"][has] if "ts" in cur else None
+    tags = dict(registry.client(tracking_uri).get_model_version(*model).tags) if model is not None else {}
+    kind = _task_of({k: v[has] for k, v in cur.items()}, tags)
+    task = Task(kind)
+    y, ts = cur["label"][has], cur["ts"][has] if "ts" in cur else None
+    p = cur["probabilities"][has] if kind == "multiclass" and "probabilities" in cur else cur["prediction"][has]
+    if kind == "multiclass" and p.ndim != 2:
+        return {
+            "rows": int(len(y)),
+            "metrics": {},
+            "reference": None,
+            "drifted": False,
+            "task": kind,
+            "message": f"{len(y)} labelled rows, but the log has no class probabilities to score them by",
+        }
 
     def metrics(yy: np.ndarray, pp: np.ndarray) -> dict[str, Any]:
-        a = auc(yy, pp)
-        return {
-            "auc": None if math.isnan(a) else a,
-            "logloss": float(-np.mean(yy * np.log(pp) + (1 - yy) * np.log(1 - pp))),
-            "calibration_error": calibration_error(yy, pp),
-        }
+        return {k: (None if math.isnan(v) else v) for k, v in task.scores(yy, pp).items()}
 
-    out: dict[str, Any] = {"rows": int(len(y)), "metrics": metrics(y, p), "reference": None}
-    if model is not None:
-        tags = registry.client(tracking_uri).get_model_version(model[0], model[1]).tags
-        out["reference"] = {
-            k: float(tags[f"mlplatform.metric.val_{k}"])
-            for k in ("auc", "logloss")
-            if f"mlplatform.metric.val_{k}" in tags
-        }
+    out: dict[str, Any] = {
+        "task": kind,
+        "rows": int(len(y)),
+        "metrics": metrics(y, p),
+        "reference": _reference(kind, tags) if model is not None else None,
+    }
     if ts is not None and len(ts):
         hours = ts.astype("datetime64[h]")
         out["over_time"] = [
             {"at": f"{h}:00:00Z", "rows": int((hours == h).sum()), **metrics(y[hours == h], p[hours == h])}
             for h in np.unique(hours)
         ]
-    ref_auc, live_auc = (out["reference"] or {}).get("auc"), out["metrics"]["auc"]
-    if ref_auc is not None and live_auc is not None:
-        out["drifted"] = live_auc < ref_auc - cfg.performance_drop
-        out["message"] = (
-            f"labelled AUC {live_auc:.4f} on {len(y)} rows vs validation AUC {ref_auc:.4f} "
-            f"({'more' if out['drifted'] else 'no more'} than {cfg.performance_drop:g} below)"
-        )
+    name, mode = _WATCHED[kind]
+    shown = {"auc": "AUC", "accuracy": "accuracy", "rmse": "RMSE"}[name]
+    ref, live = (out["reference"] or {}).get(name), out["metrics"].get(name)
+    if ref is not None and live is not None:
+        if mode == "max":
+            out["drifted"] = live < ref - cfg.performance_drop
+            how = f"{'more' if out['drifted'] else 'no more'} than {cfg.performance_drop:g} below"
+        else:
+            out["drifted"] = live > ref * (1 + cfg.performance_drop)
+            how = f"{'more' if out['drifted'] else 'no more'} than {cfg.performance_drop:.0%} above"
+        out["message"] = f"labelled {shown} {live:.4f} on {len(y)} rows vs validation {shown} {ref:.4f} ({how})"
     else:
         out["drifted"] = False
-        out["message"] = f"{len(y)} labelled rows; no validation AUC to compare with"
+        out["message"] = f"{len(y)} labelled rows; no validation {shown} to compare with"
     return out
 
 
@@ -263,7 +306,7 @@ def compare(
         else "numeric"
         for f in both
     }
-    extra = ["prediction", "label", "ts", "version", "model"]
+    extra = ["prediction", "probabilities", "label", "ts", "version", "model"]
     ref_refs = _read(ref, both + [c for c in ("prediction",) if c in ref.columns], None)
     cur_refs = _read(cur, both + extra, labels)
     task = ray.remote(_feature_task).options(num_cpus=1)
@@ -277,6 +320,9 @@ def compare(
     for c in ("prediction", "label"):
         if any(c in b.column_names for b in cur_blocks):
             side[c] = _column(cur_blocks, c).cast(pa.float64()).to_numpy()
+    if any("probabilities" in b.column_names for b in cur_blocks):  # a multiclass model's log
+        probabilities = _column(cur_blocks, "probabilities")
+        side["probabilities"] = np.asarray(probabilities.to_pylist(), dtype=np.float64).reshape(cur_rows, -1)
     if any("ts" in b.column_names for b in cur_blocks):
         side["ts"] = _column(cur_blocks, "ts").cast(pa.timestamp("us")).to_numpy()
     if any("version" in b.column_names for b in cur_blocks):

@@ -14,6 +14,11 @@ always-valid confidence sequence θ̂ ± r. It is written out here (a dozen line
 library: the maintained packages (`savvi`, `confseq`) bring heavier dependencies for this one formula, and
 the property that matters — α held under continuous peeking — is tested (tests/unit/test_online.py).
 Requests pinned to a version by the client are left out: they did not take part in the split.
+
+The loss follows the model's task: log loss (or Brier score) of the probability of the true class for a binary
+or multiclass model; squared (or absolute) error for a regression, divided by the variance of the window's
+labels so that the test's τ and margin are fractions of that variance whatever the label's unit — a scale
+common to both versions, which leaves the comparison as it was.
 """
 
 from __future__ import annotations
@@ -26,11 +31,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from mlplatform.errors import DataContractError
+from mlplatform.errors import ConfigError, DataContractError
 from mlplatform.monitor.window import flatten_log, log_window, read_feedback
 from mlplatform.release.config import OnlineTestConfig
 
-__all__ = ["Evidence", "msprt", "per_request_loss", "log_judge"]
+__all__ = ["Evidence", "LOSSES", "loss_for", "msprt", "per_request_loss", "log_judge"]
 
 
 @dataclass(frozen=True)
@@ -53,17 +58,59 @@ class Evidence:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
-def per_request_loss(y: np.ndarray, p: np.ndarray, metric: str = "logloss") -> np.ndarray:
-    """Each labelled request's loss: log loss (scores clipped to [1e-6, 1 − 1e-6]) or Brier score."""
+#: The losses that suit each task, the first being the default.
+LOSSES = {
+    "binary": ("logloss", "brier"),
+    "multiclass": ("logloss", "brier"),
+    "regression": ("squared_error", "absolute_error"),
+}
+
+
+def loss_for(task: str, cfg: OnlineTestConfig) -> str:
+    """The per-request loss the online test compares for a model of `task`.
+
+    Raises:
+        ConfigError: the configured loss does not suit the task (a log loss of a regression).
+    """
+    if cfg.metric is None:
+        return LOSSES[task][0]
+    if cfg.metric not in LOSSES[task]:
+        raise ConfigError(
+            f"rollout.online_test.metric {cfg.metric!r} does not suit a {task} model: "
+            f"choose one of {list(LOSSES[task])}"
+        )
+    return cfg.metric
+
+
+def per_request_loss(
+    y: np.ndarray, p: np.ndarray, metric: str = "logloss", probabilities: np.ndarray | None = None
+) -> np.ndarray:
+    """Each labelled request's loss. A classifier: log loss of the true class's probability (clipped to
+    [1e-6, 1 − 1e-6]) or Brier score — of `p` (the positive class) for a binary model, of `probabilities`
+    (one column per class, `y` the class index) for a multiclass one. A regression: squared or absolute error.
+    """
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    if metric == "squared_error":
+        return (p - y) ** 2
+    if metric == "absolute_error":
+        return np.abs(p - y)
+    if probabilities is not None:
+        probabilities = np.asarray(probabilities, dtype=float)
+        truth = y.astype(int)
+        if metric == "brier":
+            onehot = np.zeros_like(probabilities)
+            onehot[np.arange(len(truth)), truth] = 1.0
+            return np.sum((probabilities - onehot) ** 2, axis=1)
+        return -np.log(np.clip(probabilities[np.arange(len(truth)), truth], 1e-6, 1 - 1e-6))
     if metric == "brier":
         return (p - y) ** 2
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return -(y * np.log(p) + (1 - y) * np.log(1 - p))
 
 
-def msprt(canary: np.ndarray, stable: np.ndarray, cfg: OnlineTestConfig) -> Evidence:
+def msprt(canary: np.ndarray, stable: np.ndarray, cfg: OnlineTestConfig, metric: str | None = None) -> Evidence:
     """The mSPRT of mean loss (canary − stable) = 0, with its confidence sequence and decision."""
+    metric = metric or cfg.metric or "logloss"
     nc, ns = len(canary), len(stable)
     if nc < cfg.min_labels or ns < cfg.min_labels:
         return Evidence(
@@ -83,13 +130,13 @@ def msprt(canary: np.ndarray, stable: np.ndarray, cfg: OnlineTestConfig) -> Evid
     low, high = theta - radius, theta + radius
     if low > cfg.margin:
         decision = "worse"
-        why = f"the canary's {cfg.metric} is worse by {low:.4f} to {high:.4f}"
+        why = f"the canary's {metric} is worse by {low:.4f} to {high:.4f}"
     elif high < 0:
         decision = "better"
-        why = f"the canary's {cfg.metric} is better by {-high:.4f} to {-low:.4f}"
+        why = f"the canary's {metric} is better by {-high:.4f} to {-low:.4f}"
     else:
         decision = "inconclusive"
-        why = f"(canary − stable) {cfg.metric} in [{low:+.4f}, {high:+.4f}]"
+        why = f"(canary − stable) {metric} in [{low:+.4f}, {high:+.4f}]"
     return Evidence(
         decision,
         f"{why} (always-valid {1 - cfg.alpha:.0%} interval; {nc} canary vs {ns} stable labelled requests, "
@@ -106,7 +153,8 @@ def msprt(canary: np.ndarray, stable: np.ndarray, cfg: OnlineTestConfig) -> Evid
 
 
 def labelled_requests(app: str, since: datetime, *, root: str | None = None) -> pa.Table:
-    """The labelled, non-pinned requests of `app` logged since `since`: version, prediction, label."""
+    """The labelled, non-pinned requests of `app` logged since `since`: version, prediction, label (and
+    probabilities, a multiclass model's)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -122,7 +170,8 @@ def labelled_requests(app: str, since: datetime, *, root: str | None = None) -> 
             table = pq.read_table(
                 path,
                 filesystem=window.filesystem,
-                columns=["request_id", "row", "ts", "route", "prediction", "features"],
+                columns=["request_id", "row", "ts", "route", "prediction", "features"]
+                + (["probabilities"] if "probabilities" in window.columns else []),
             )
         except (OSError, pa.ArrowException):  # damaged past its footer: the drift report lists such files
             continue
@@ -135,18 +184,33 @@ def labelled_requests(app: str, since: datetime, *, root: str | None = None) -> 
         pc.and_(pc.is_valid(rows["label"]), pc.not_equal(rows["route"], "pinned")),
         pc.greater_equal(rows["ts"], pa.scalar(since, pa.timestamp("us", tz="UTC"))),
     )
-    return rows.filter(keep).select(["version", "prediction", "label"])
+    return rows.filter(keep).select(
+        [c for c in ("version", "prediction", "probabilities", "label") if c in rows.column_names]
+    )
 
 
-def log_judge(app: str, cfg: OnlineTestConfig, *, root: str | None = None):
-    """An `OnlineJudge` for `mlplatform.release.rollout`: reads the labelled log of `app` since the rollout began."""
+def log_judge(app: str, cfg: OnlineTestConfig, *, root: str | None = None, task: str = "binary"):
+    """An `OnlineJudge` for `mlplatform.release.rollout`: reads the labelled log of `app` since the rollout began
+    and compares the versions' losses for a model of `task`.
+
+    Raises:
+        ConfigError: the configured loss does not suit the task (before any traffic moves).
+    """
+    metric = loss_for(task, cfg)
 
     def judge(canary: str, stable: str, since: float) -> dict[str, Any]:
         rows = labelled_requests(app, datetime.fromtimestamp(since, timezone.utc), root=root)
         version = np.asarray(rows["version"].to_pylist(), dtype=object)
         y = rows["label"].to_numpy(zero_copy_only=False)
         p = rows["prediction"].to_numpy(zero_copy_only=False)
-        loss = per_request_loss(y, p, cfg.metric)
-        return msprt(loss[version == canary], loss[version == stable], cfg).as_dict()
+        probabilities = None
+        if task == "multiclass":
+            if "probabilities" not in rows.column_names:
+                return msprt(np.array([]), np.array([]), cfg, metric).as_dict()  # too few labels to decide
+            probabilities = np.asarray(rows["probabilities"].to_pylist(), dtype=float).reshape(len(y), -1)
+        loss = per_request_loss(y, p, metric, probabilities)
+        if task == "regression" and len(y) > 1 and np.var(y) > 0:
+            loss = loss / (np.var(y) if metric == "squared_error" else np.std(y))
+        return msprt(loss[version == canary], loss[version == stable], cfg, metric).as_dict()
 
     return judge

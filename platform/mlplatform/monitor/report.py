@@ -23,7 +23,8 @@ report leaves out what is):
                    missing_cur, mean_ref, mean_cur, bins: {edges (deciles) | categories, ref, cur},
                    plot: {edges (equal width), ref, cur}}; an absent feature has only kind, severity, message
     prediction     the numeric statistics of the model's score, as a feature's
-    performance    {rows, metrics: {auc, logloss, calibration_error}, reference: {auc, logloss}, drifted,
+    performance    {task, rows, metrics: {auc, logloss, calibration_error} (binary; multiclass: mlogloss, accuracy,
+                   macro_f1; regression: rmse, mae, r2), reference: the version's validation metrics, drifted,
                    message, over_time: [{at, rows, auc, logloss, calibration_error}]}
 """
 
@@ -60,8 +61,20 @@ SEVERITY_SCALE = 3.0  # the severity bar is full at 3× the threshold; the thres
 
 P_VALUE_TESTS = {"ks", "chi2"}  # drift when the p-value is *below* the threshold; the distances when above
 TEST_LABELS = {"ks": "KS p", "chi2": "χ² p", "psi": "PSI", "js": "JS"}
-METRIC_LABELS = {"auc": "AUC", "logloss": "Log loss", "calibration_error": "Calibration error"}
-LOWER_IS_BETTER = {"logloss", "calibration_error", "brier", "rmse", "mae"}
+METRIC_LABELS = {
+    "auc": "AUC",
+    "logloss": "Log loss",
+    "calibration_error": "Calibration error",
+    "mlogloss": "Log loss",
+    "accuracy": "Accuracy",
+    "macro_f1": "Macro F1",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R²",
+}
+LOWER_IS_BETTER = {"logloss", "mlogloss", "calibration_error", "brier", "rmse", "mae"}
+#: The two curves of the performance chart, per task: its score (left axis) and its loss (right axis).
+CHART_METRICS = (("auc", "logloss"), ("accuracy", "mlogloss"), ("r2", "rmse"))
 
 PLOTLY_CONFIG = {
     "displaylogo": False,  # the logo is a link to plotly.com: nothing on the page points outside it
@@ -382,7 +395,12 @@ def _config_facts(config: Mapping) -> str:
         _fact("Numeric", rule(config.get("numeric_test")))
         + _fact("Categorical", rule(config.get("categorical_test")))
         + _fact("Table drifts", f"share ≥ {_fmt(share)}" if share is not None else "")
-        + _fact("Performance", f"AUC drop > {_fmt(drop)}" if (drop := _num(config.get("performance_drop"))) else "")
+        + _fact(
+            "Performance",
+            f"AUC or accuracy down, or RMSE up, by > {_fmt(drop)}"
+            if (drop := _num(config.get("performance_drop")))
+            else "",
+        )
     )
 
 
@@ -698,9 +716,11 @@ def _performance_chart(points: list[dict], reference: Mapping, charts: _Charts) 
     x = [_plot_time(p.get("at")) for p in points]
     rows = [_count(p.get("rows")) for p in points]
     fig = go.Figure()
-    # AUC on the left; log loss on its own scale on the right, or on the left when it is alone.
-    has_auc = any(_num(p.get("auc")) is not None for p in points)
-    for key, color, axis in (("auc", AUC_COLOR, "y"), ("logloss", LOGLOSS_COLOR, "y2" if has_auc else "y")):
+    # The task's score (AUC, accuracy, R²) on the left; its loss on its own scale on the right, or on the left
+    # when it is alone.
+    score, loss = next((pair for pair in CHART_METRICS if any(k in p for p in points for k in pair)), CHART_METRICS[0])
+    has_score = any(_num(p.get(score)) is not None for p in points)
+    for key, color, axis in ((score, AUC_COLOR, "y"), (loss, LOGLOSS_COLOR, "y2" if has_score else "y")):
         ys = [_num(p.get(key)) for p in points]
         if all(y is None for y in ys):
             continue
@@ -728,15 +748,16 @@ def _performance_chart(points: list[dict], reference: Mapping, charts: _Charts) 
                     name=f"reference {label} {_fmt(ref_value)}",
                     yaxis=axis,
                     mode="lines",
-                    line={"color": color, "width": 1.5, "dash": "dash" if key == "auc" else "dot"},
+                    line={"color": color, "width": 1.5, "dash": "dash" if key == score else "dot"},
                     hoverinfo="skip",
                 )
             )
     if not fig.data:
         return ""
-    layout: dict[str, Any] = {"hovermode": "x unified", "yaxis": {"title": {"text": "AUC" if has_auc else "log loss"}}}
+    names = {"y": METRIC_LABELS[score if has_score else loss], "y2": METRIC_LABELS[loss]}
+    layout: dict[str, Any] = {"hovermode": "x unified", "yaxis": {"title": {"text": names["y"]}}}
     if any(trace.yaxis == "y2" for trace in fig.data):
-        layout["yaxis2"] = {"title": {"text": "log loss"}, "side": "right", "overlaying": "y", "showgrid": False}
+        layout["yaxis2"] = {"title": {"text": names["y2"]}, "side": "right", "overlaying": "y", "showgrid": False}
     fig = _style(fig, height=320, **layout)
     fig.update_layout(margin={"r": 60})
     return f'<article class="card wide">{charts.html(fig, 320)}</article>'

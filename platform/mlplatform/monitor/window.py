@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from mlplatform.data.version import MANIFEST, filesystem, hidden, load_version
@@ -24,7 +25,7 @@ from mlplatform.settings import platform_home
 __all__ = ["Table", "resolve", "log_window", "read_feedback", "flatten_log"]
 
 #: Columns that are never features: the log's own fields and its partitions.
-NOT_FEATURES = {*LOG_FIELDS, "features", "label", "app", "date", "hour", "version"}
+NOT_FEATURES = {*LOG_FIELDS, "probabilities", "features", "label", "app", "date", "hour", "version"}
 
 
 @dataclass
@@ -295,7 +296,19 @@ def flatten_log(batch: pa.Table, labels: pa.Table | None) -> pa.Table:
             columns[name] = col
     flat = pa.table(columns)
     if labels is not None and labels.num_rows:
+        # Arrow joins carry no list column (a multiclass model's probabilities): it follows by row number.
+        lists = [
+            n
+            for n in flat.column_names
+            if pa.types.is_list(flat.schema.field(n).type) or pa.types.is_fixed_size_list(flat.schema.field(n).type)
+        ]
+        held = flat.select(lists)
+        flat = flat.drop_columns(lists).append_column("__row", pa.array(np.arange(flat.num_rows)))
         flat = flat.join(labels, ["request_id", "row"], join_type="left outer")
+        at = flat["__row"]
+        flat = flat.drop_columns(["__row"])
+        for n in lists:
+            flat = flat.append_column(n, held[n].take(at))
     elif "request_id" in flat.column_names:
         flat = flat.append_column("label", pa.nulls(flat.num_rows, pa.float64()))
     return flat

@@ -22,7 +22,11 @@ class OnlineTestConfig(StrictModel):
     """The online champion/challenger test of a rollout: labelled live quality, canary vs stable, judged by an
     always-valid sequential test (mSPRT; see `mlplatform.monitor.online`) after every step."""
 
-    metric: Literal["logloss", "brier"] = Field("logloss", description="Per-request loss compared.")
+    metric: Literal["logloss", "brier", "squared_error", "absolute_error"] | None = Field(
+        None,
+        description="Per-request loss compared (default: logloss for a classifier, squared_error for a regression; "
+        "a regression's error is divided by the labels' variance so that tau and margin read alike for every task).",
+    )
     alpha: float = Field(0.05, gt=0, lt=0.5, description="Error rate of the test, valid however often it looks.")
     tau: float = Field(
         0.1, gt=0, description="Scale of the loss differences the test is tuned to find (the mixing prior's sd)."

@@ -29,7 +29,7 @@ from mlplatform.data.schema import InputSchema
 from mlplatform.errors import ConfigError, RequestError
 from mlplatform.registry import load_booster
 from mlplatform.serve.config import AppArgs
-from mlplatform.serve.inference_log import InferenceLog, valid_label
+from mlplatform.serve.inference_log import InferenceLog, label_code
 from mlplatform.serve.model import Loader, LocalVersion
 from mlplatform.serve.openapi import openapi_document
 from mlplatform.serve.policy import parse_policy
@@ -317,19 +317,23 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         doc = load_json(await read_body(request.receive, request.headers, args.max_body_bytes))
         labels = doc.get("labels") if isinstance(doc, dict) else None
         if not isinstance(labels, list) or not labels:
-            raise RequestError(400, 'body must be {"labels": [{"request_id": "...", "label": 0 or 1}, ...]}')
+            raise RequestError(400, 'body must be {"labels": [{"request_id": "...", "label": ...}, ...]}')
         if len(labels) > args.max_instances:
             raise RequestError(413, f"{len(labels)} labels in one request; the limit is {args.max_instances}")
         results: list[dict[str, Any] | None] = [None] * len(labels)
         good: list[tuple[int, str, int, float]] = []
+        answers_by = (core.schema.task, core.schema.classes) if core.schema is not None else ("binary", [])
         for i, item in enumerate(labels):
             problem = _feedback_problem(item)
-            if problem:
+            code = label_code(item["label"], *answers_by) if problem is None else None
+            if isinstance(code, str):
+                problem = f"{code}, got {json.dumps(item['label'])[:50]}"
+            if problem is not None or code is None:
                 rid = item.get("request_id") if isinstance(item, dict) else None
                 rid = rid if isinstance(rid, str) else None
                 results[i] = {"request_id": rid, "status": "invalid", "message": problem}
             else:
-                good.append((i, item["request_id"], int(item.get("row", 0)), float(item["label"])))
+                good.append((i, item["request_id"], int(item.get("row", 0)), code))
         seen: set[tuple[str, int]] = set()
         unique = []
         for i, rid, row, label in good:
@@ -466,9 +470,8 @@ def _feedback_problem(item: Any) -> str | None:
     rid = item.get("request_id")
     if not isinstance(rid, str) or _request_id(rid) is None:
         return "request_id must be the x-request-id of a response: 1 to 128 printable ASCII characters"
-    label = item.get("label")
-    if isinstance(label, bool) or not valid_label(label):
-        return f"label must be 0 or 1, got {json.dumps(label)[:50]}"
+    if "label" not in item:
+        return "each label needs a label"
     row = item.get("row", 0)
     if isinstance(row, bool) or not isinstance(row, int) or row < 0:
         return f"row must be the instance's index in its request (an integer ≥ 0), got {json.dumps(row)[:50]}"

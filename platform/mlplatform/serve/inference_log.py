@@ -12,9 +12,11 @@ Layout (Hive partitions; local disk or any pyarrow filesystem, e.g. ``s3://bucke
     <root>/feedback/app=<app>/date=<YYYY-MM-DD>/part-<time>-<uuid>.parquet
 
 A request row: ``request_id``, ``row`` (the instance's index in its request), ``ts`` (UTC), ``model``,
-``route`` (weighted | sticky | pinned), ``latency_ms``, ``prediction`` and ``features`` — a struct of the
-feature values as the model received them (NaN = missing), so feature names never clash with log fields.
-A feedback row: ``request_id``, ``row``, ``label``, ``ts``. Partition values live in the path only.
+``route`` (weighted | sticky | pinned), ``latency_ms``, ``prediction`` (a binary model's probability, a
+regression's value, a multiclass model's likeliest class index — with ``probabilities``, one per class) and
+``features`` — a struct of the feature values as the model received them (NaN = missing), so feature names
+never clash with log fields. A feedback row: ``request_id``, ``row``, ``label`` (0/1, the class index, or
+the value: `label_code`), ``ts``. Partition values live in the path only.
 Files appear whole: on a local disk they are written under a hidden name and renamed; an object-store PUT
 is atomic. `mlplatform.monitor` reads this layout; this module never reads the monitor.
 """
@@ -42,7 +44,7 @@ from mlplatform.serve.router import ServedRequest
 __all__ = [
     "InferenceLog",
     "FeedbackResult",
-    "valid_label",
+    "label_code",
     "REQUESTS",
     "FEEDBACK",
     "LOG_FIELDS",
@@ -320,8 +322,11 @@ class InferenceLog:
 
         x = np.concatenate([r.features for r in records]).astype(np.float32, copy=False)
         preds = np.concatenate([r.prediction for r in records]).astype(np.float64, copy=False)
-        if preds.ndim == 2:  # one column per output: the first is the score
-            preds = preds[:, 0]
+        columns: dict[str, Any] = {}
+        if preds.ndim == 2:  # a multiclass model: the likeliest class's index, and every class's probability
+            k = preds.shape[1]
+            columns["probabilities"] = pa.FixedSizeListArray.from_arrays(pa.array(preds.astype(np.float32).ravel()), k)
+            preds = preds.argmax(axis=1).astype(np.float64)
         features = pa.StructArray.from_arrays([pa.array(x[:, j]) for j in range(x.shape[1])], names=self.features)
         return pa.table(
             {
@@ -334,6 +339,7 @@ class InferenceLog:
                 "route": pa.array(per_row([r.route for r in records], object), pa.string()),
                 "latency_ms": pa.array(per_row([r.latency_ms for r in records], np.float32)),
                 "prediction": pa.array(preds),
+                **columns,
                 "features": features,
             }
         )
@@ -358,6 +364,17 @@ def _feedback_table(items: list[tuple]) -> pa.Table:
     )
 
 
-def valid_label(value: Any) -> bool:
-    """A 0/1 label (bools and 0.0/1.0 too; the platform trains binary classifiers)."""
-    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)) and value in (0, 1)
+def label_code(value: Any, task: str = "binary", classes: list[str] | tuple[str, ...] = ()) -> float | str:
+    """A feedback label as the log keeps it (a float), or why it cannot be one — per the model's task: 0 or 1
+    for a binary model; one of `classes` by name or by index for a multiclass one; any finite number for
+    regression."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if task == "regression":
+        return float(value) if number else "label must be a finite number"
+    if task == "multiclass":
+        if isinstance(value, str) and value in classes:
+            return float(list(classes).index(value))
+        if number and float(value).is_integer() and 0 <= value < len(classes):
+            return float(value)
+        return f"label must be one of {list(classes)} (or its index 0 to {len(classes) - 1})"
+    return float(value) if number and value in (0, 1) else "label must be 0 or 1"
