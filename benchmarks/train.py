@@ -103,7 +103,6 @@ def train_config(**kw):
 
 
 def dp_fit(table: Path, features: list[str], rows: int, rounds: int, storage: str) -> dict:
-    from mlplatform.train.common import METRIC
     from mlplatform.train.search import TrainingData, search
 
     cfg = train_config(
@@ -128,7 +127,7 @@ def dp_fit(table: Path, features: list[str], rows: int, rounds: int, storage: st
     )
     seconds = time.perf_counter() - started
     (o,) = outcomes
-    return {"seconds": seconds, "val_auc": o.metrics.get(METRIC), "error": o.error}
+    return {"seconds": seconds, "val_auc": o.metrics.get("val_auc"), "error": o.error}
 
 
 def load_arrays(table: Path, features: list[str]):
@@ -155,7 +154,6 @@ SPACE = {
 
 
 def hpo(data, rounds: int, storage: str, scheduler: str) -> dict:
-    from mlplatform.train.common import METRIC
     from mlplatform.train.search import search
 
     cfg = train_config(
@@ -172,7 +170,7 @@ def hpo(data, rounds: int, storage: str, scheduler: str) -> dict:
     outcomes = search(cfg, data, storage_path=storage, name=f"hpo-{scheduler}-{int(time.time())}")
     wall = time.perf_counter() - started
     trial_seconds = sum(float(o.metrics.get("time_total_s", 0.0)) for o in outcomes)
-    best = max(float(o.metrics.get(METRIC, 0.0)) for o in outcomes)
+    best = max(float(o.metrics.get("val_auc", 0.0)) for o in outcomes)
     return {
         "wall_seconds": wall,
         "trial_seconds": trial_seconds,

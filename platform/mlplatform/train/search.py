@@ -185,13 +185,10 @@ def _trainable(
     A retried trial (FailureConfig) and a PBT exploit both arrive with a checkpoint: training continues
     from its booster for the remaining rounds instead of starting over.
     """
-    import ray
     import xgboost as xgb
     from ray import tune
 
-    data: TrainingData = ray.get(data_ref) if isinstance(data_ref, ray.ObjectRef) else data_ref
-    dtrain = xgb.DMatrix(data.x_train, label=data.y_train, feature_names=data.features)
-    dval = xgb.DMatrix(data.x_val, label=data.y_val, feature_names=data.features)
+    dtrain, dval = _matrices(data_ref)
     params = {**config, "eval_metric": task.eval_metric, "nthread": nthread}
 
     start, booster = 0, None
@@ -223,6 +220,30 @@ def _trainable(
         xgb_model=booster,
         callbacks=[Report()],
     )
+
+
+#: The DMatrices of the table the process last trained on: (its object ref's id, train, val). Tune reuses a
+#: trial's process for the next trial (`reuse_actors`), which then trains on the same matrices — and on
+#: XGBoost's histogram index built into them by the first trial — instead of fetching the table and sketching
+#: its quantiles again (≈ 5 s of every trial at 1 M rows, 2026-11-23).
+_MATRICES: list[Any] = []
+
+
+def _matrices(data_ref: Any) -> tuple[Any, Any]:
+    import ray
+
+    if not isinstance(data_ref, ray.ObjectRef):  # a table passed in directly: nothing to know it again by
+        return _build(data_ref)
+    if not _MATRICES or _MATRICES[0] != data_ref.hex():
+        _MATRICES[:] = [data_ref.hex(), *_build(ray.get(data_ref))]
+    return _MATRICES[1], _MATRICES[2]
+
+
+def _build(data: TrainingData) -> tuple[Any, Any]:
+    import xgboost as xgb
+
+    dtrain = xgb.DMatrix(data.x_train, label=data.y_train, feature_names=data.features)
+    return dtrain, xgb.DMatrix(data.x_val, label=data.y_val, feature_names=data.features)
 
 
 def device_params(cfg: TrainConfig) -> dict[str, Any]:
@@ -390,6 +411,8 @@ def search(
                 num_samples=cfg.num_samples,
                 scheduler=_scheduler(cfg),
                 search_alg=_search_alg(cfg, data.task),
+                # A per-trial process trains the next trial on its cached matrices (`_matrices`).
+                reuse_actors=mode == "per_trial",
             ),
             run_config=tune.RunConfig(
                 name=name,
