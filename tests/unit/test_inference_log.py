@@ -212,6 +212,28 @@ def test_feedback_finds_requests_another_replica_logged(tmp_path):
     assert answer == {"request_id": rid, "status": "duplicate", "message": "already labelled"}
 
 
+def test_a_replica_reads_each_written_file_once(tmp_path, monkeypatch):
+    """Feedback checks the written log at every call; files never change, so each is read once, not at every
+    call (reading them all each time made feedback cost grow with the log)."""
+    one, app_one = make(tmp_path)
+    rids = []
+    for _ in range(5):  # five files
+        rids.append(call(app_one, "POST", "/v1/models/m:predict", {"instances": [ROW, ROW]})[1]["x-request-id"])
+        one.flush()
+    two, app_two = make(tmp_path)
+    reads = []
+    real = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: reads.append(a[0]) or real(*a, **k))
+    assert feedback(app_two, [{"request_id": rids[0], "label": 1, "row": 1}])[2]["counts"] == {"accepted": 1}
+    assert len(reads) == 5
+    assert feedback(app_two, [{"request_id": rids[1], "label": 1}])[2]["counts"] == {"accepted": 1}
+    assert len(reads) == 5  # nothing new was written: nothing read
+    two.flush()  # its two labels, one file
+    answers = feedback(app_one, [{"request_id": r, "label": 0} for r in rids[:3]])[2]["results"]
+    assert [a["status"] for a in answers] == ["accepted", "duplicate", "accepted"]  # row 0 of rids[0] was not
+    assert two.lookup([(rids[4], 2)], [(rids[4], 2)]) == (set(), set())  # no row 2 in that request
+
+
 def test_feedback_survives_a_damaged_log_file(tmp_path):
     log, app = make(tmp_path)
     rid = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})[1]["x-request-id"]
