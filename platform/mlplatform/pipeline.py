@@ -225,8 +225,9 @@ def train_step(
         ]
         for o in outcomes
     ]
+    trials = f"{len(outcomes)} trial{'' if len(outcomes) == 1 else 's'}"
     print(
-        f"\n== train: {len(outcomes)} trial{'' if len(outcomes) == 1 else 's'} ({cfg.train.search_alg} search, {cfg.train.scheduler} scheduler, "
+        f"\n== train: {trials} ({cfg.train.search_alg} search, {cfg.train.scheduler} scheduler, "
         f"{mode.replace('_', '-')})"
     )
     print(_table(rows, ["trial", "rounds", metric, "params", "error"]))

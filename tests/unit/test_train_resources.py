@@ -48,3 +48,23 @@ def test_a_reused_trial_process_trains_on_the_matrices_it_built(monkeypatch):
     assert _matrices(refs[0])[0] is first[0] and _matrices(refs[0])[1] is first[1]
     assert _matrices(refs[1])[0] is not first[0] and _matrices(refs[1])[0].num_row() == 10
     assert _matrices(one)[0] is not _matrices(one)[0]  # a table passed in directly is not cached
+
+
+@pytest.mark.parametrize("kind", ["binary", "multiclass", "regression"])
+def test_the_train_metrics_at_a_report_are_xgboosts_own(kind):
+    """A trial scores the training set at its reports only; the values are those of an eval set every round."""
+    import numpy as np
+    import xgboost as xgb
+    from mlplatform.train.search import train_metrics
+    from mlplatform.train.task import Task
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2000, 5)).astype(np.float32)
+    y = {"binary": x[:, 0] > 0, "multiclass": (x[:, 0] > 0) + (x[:, 1] > 0), "regression": 3 * x[:, 0]}[kind]
+    task = Task(kind, ("a", "b", "c") if kind == "multiclass" else ())
+    dtrain, log = xgb.DMatrix(x, label=y.astype(np.float32)), {}
+    params = {**task.params({}), "eval_metric": task.eval_metric}
+    booster = xgb.train(params, dtrain, 5, evals=[(dtrain, "train")], evals_result=log, verbose_eval=False)
+    got = train_metrics(booster, dtrain)
+    assert got.keys() == log["train"].keys()
+    assert all(got[m][0] == pytest.approx(log["train"][m][-1], abs=1e-9) for m in got)

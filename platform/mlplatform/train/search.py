@@ -205,21 +205,33 @@ def _trainable(
             rnd = start + epoch + 1
             if rnd % report_every and rnd != num_boost_round:
                 return False
-            metrics = {"round": rnd, **task.report(evals_log)}
+            metrics = {"round": rnd, **task.report({**evals_log, "train": train_metrics(model, dtrain)})}
             with tempfile.TemporaryDirectory() as tmp:
                 model.save_model(os.path.join(tmp, MODEL_FILE))  # native format, never pickle
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
             return False
 
+    # The training set is scored at reports only: as an eval set XGBoost scores it every round, which took
+    # half the time of 10 depth-3 rounds on 800 000 rows (0.64 of 1.37 s; benchmarks, 2026-11-27).
     xgb.train(
         params,
         dtrain,
         num_boost_round - start,
-        evals=[(dtrain, "train"), (dval, "val")],
+        evals=[(dval, "val")],
         verbose_eval=False,
         xgb_model=booster,
         callbacks=[Report()],
     )
+
+
+def train_metrics(booster: Any, dtrain: Any) -> dict[str, list[float]]:
+    """The booster's eval metrics on its training matrix now, as XGBoost's evals log holds them (the training
+    matrix's predictions are cached in the booster: this is one metric pass, not a prediction)."""
+    out: dict[str, list[float]] = {}
+    for part in booster.eval(dtrain, name="train").split("\t")[1:]:
+        name, value = part.split(":")
+        out[name.removeprefix("train-")] = [float(value)]
+    return out
 
 
 #: The DMatrices of the table the process last trained on: (its object ref's id, train, val). Tune reuses a
