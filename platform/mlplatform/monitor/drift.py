@@ -337,6 +337,9 @@ def compare(
             mine = np.asarray(version_col.to_pylist(), dtype=object) == model[1]
             side = {k: v[mine] for k, v in side.items()}
 
+    if model is not None and tracking_uri is None:
+        # Resolved here, in the driver: a Ray task's MLflow would fall back to a local ./mlruns store.
+        tracking_uri = registry.client().tracking_uri
     prediction = None
     if "prediction" in side:
         if "prediction" in ref.columns:
