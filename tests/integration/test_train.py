@@ -213,6 +213,12 @@ def test_resume_finishes_an_interrupted_search_without_redoing_finished_trials(t
     assert finished and any(r < 600 for r in before.values()), before
     reports = {t: (experiment / t / "result.json").read_text().count("\n") for t in finished}
 
+    # Ray 2.60 races here: the stopped job's release of its working-dir package can delete it from the GCS
+    # while a new job of the same content uses it ("Failed to download runtime_env file package ... deleted
+    # prematurely", CI 2026-11-27). One more file makes the resumed job's package its own.
+    nonce = CONFIGS / "_test_resume_nonce.yaml"
+    nonce.write_text(f"# {time.time()}\n")
+    written.append(nonce)
     out = cli("submit", "train", "--config", str(config), "--resume", env=env).stdout
     assert f"resuming search {experiment.name}" in out
     after = _trial_rounds(experiment)
