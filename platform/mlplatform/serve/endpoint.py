@@ -325,13 +325,12 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         answers_by = (core.schema.task, core.schema.classes) if core.schema is not None else ("binary", [])
         for i, item in enumerate(labels):
             problem = _feedback_problem(item)
-            code = label_code(item["label"], *answers_by) if problem is None else None
-            if isinstance(code, str):
-                problem = f"{code}, got {json.dumps(item['label'])[:50]}"
-            if problem is not None or code is None:
+            code = problem if problem is not None else label_code(item["label"], *answers_by)
+            if isinstance(code, str):  # why the item is invalid
+                message = code if problem is not None else f"{code}, got {json.dumps(item['label'])[:50]}"
                 rid = item.get("request_id") if isinstance(item, dict) else None
                 rid = rid if isinstance(rid, str) else None
-                results[i] = {"request_id": rid, "status": "invalid", "message": problem}
+                results[i] = {"request_id": rid, "status": "invalid", "message": message}
             else:
                 good.append((i, item["request_id"], int(item.get("row", 0)), code))
         seen: set[tuple[str, int]] = set()
