@@ -66,6 +66,16 @@ def client(tracking_uri: str | None = None):
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def _use_server(tracking_uri: str | None) -> None:
+    """Point MLflow's module-level functions at the server `client` would use: without it a process that was
+    given no URI (a Ray task, a replica) silently reads a local ./mlruns instead of the platform's registry."""
+    import mlflow
+
+    resolved = client(tracking_uri).tracking_uri
+    mlflow.set_tracking_uri(resolved)
+    mlflow.set_registry_uri(resolved)
+
+
 def resolve_version(
     name: str, version: str | None = None, alias: str | None = None, *, tracking_uri: str | None = None
 ) -> str:
@@ -111,11 +121,9 @@ def model_uri(name: str, version: str) -> str:
 
 def model_features(name: str, version: str, *, tracking_uri: str | None = None) -> list[str]:
     """Input feature names, in order, from the registered version's MLflow signature."""
-    import mlflow
     from mlflow.models import get_model_info
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+    _use_server(tracking_uri)
     info = get_model_info(model_uri(name, version))
     if info.signature is None or info.signature.inputs is None:
         raise RegistryError(f"model {name!r} version {version} has no input signature; re-register it with one")
@@ -128,9 +136,7 @@ def model_extra_file(name: str, version: str, file: str, *, tracking_uri: str | 
     import mlflow
     from mlflow.models import get_model_info
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+    _use_server(tracking_uri)
     info = get_model_info(model_uri(name, version))
     listed = [e.get("path") for flavor in info.flavors.values() for e in (flavor.get("extra_files") or [])]
     if f"extra_files/{file}" not in listed:
@@ -175,7 +181,7 @@ def load_booster(uri: str, tracking_uri: str | None) -> Any:
 
     Args:
         uri: an MLflow model URI, e.g. ``models:/churn/3``.
-        tracking_uri: MLflow tracking server; None uses $MLFLOW_TRACKING_URI.
+        tracking_uri: MLflow tracking server; None resolves as `client` does.
 
     Returns:
         An ``xgboost.Booster``.
@@ -187,9 +193,7 @@ def load_booster(uri: str, tracking_uri: str | None) -> Any:
     import mlflow.xgboost
     import xgboost
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+    _use_server(tracking_uri)
     model = mlflow.xgboost.load_model(uri)
     if isinstance(model, xgboost.XGBModel):
         model = model.get_booster()

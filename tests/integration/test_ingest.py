@@ -132,8 +132,9 @@ def test_a_pattern_in_the_spec_quarantines_what_it_does_not_match(data, local_ra
 
 def ingest_with(
     data: Path, init: dict, block_bytes: int | None = None, name: str = "fp", small: bool = True
-) -> tuple[str, pd.DataFrame]:
-    """Ingest on a fresh Ray; `small=False` takes the large-input path (probes as Ray tasks, hash shuffle)."""
+) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+    """Ingest on a fresh Ray: (fingerprint, table, quarantine), sorted. `small=True` runs the plan in this
+    process; `small=False` takes the large-input path (Ray Data tasks, hash shuffle)."""
     from mlplatform.data import ingest as ingest_module
     from ray.data import DataContext
 
@@ -146,8 +147,9 @@ def ingest_with(
         out = data / f"out-{name}"
         shutil.rmtree(out, ignore_errors=True)
         version = ingest(spec(data).model_copy(update={"output_dir": str(out)}))
-        table = pd.read_parquet(version.table_path)
-        return version.fingerprint, table.sort_values("entity_id", ignore_index=True)
+        table = pd.read_parquet(version.table_path).sort_values("entity_id", ignore_index=True)
+        quarantine = pd.read_parquet(version.quarantine_path)
+        return version.fingerprint, table, quarantine.sort_values(list(quarantine.columns), ignore_index=True)
     finally:
         DataContext.get_current().target_max_block_size = DataContext().target_max_block_size
         ingest_module.SMALL_INPUT_BYTES = small_bytes
@@ -158,7 +160,7 @@ def test_fingerprint_does_not_depend_on_workers_blocks_or_nodes(data):
     from ray.cluster_utils import Cluster
 
     runs = {
-        "1 CPU, small-input path": ingest_with(data, {"num_cpus": 1}, name="one"),
+        "in-process (small input)": ingest_with(data, {"num_cpus": 1}, name="one"),
         "2 CPUs, 64 KiB blocks, shuffle": ingest_with(
             data, {"num_cpus": 2}, block_bytes=64 * 1024, name="two", small=False
         ),
@@ -170,9 +172,11 @@ def test_fingerprint_does_not_depend_on_workers_blocks_or_nodes(data):
         runs["3 nodes, shuffle"] = ingest_with(data, {"address": cluster.address}, name="three", small=False)
     finally:
         cluster.shutdown()
-    (_, first), *others = runs.values()
-    for where, (_, table) in runs.items():
+    (_, first, first_quarantine), *others = runs.values()
+    for where, (_, table, quarantine) in runs.items():
         assert table["entity_id"].is_unique, where  # a key split across blocks would show up here
         # Bit for bit, floats included: sums do not depend on the order rows arrive in.
         pd.testing.assert_frame_equal(table, first, check_exact=True, obj=where)
-    assert len({fp for fp, _ in runs.values()}) == 1, {where: fp for where, (fp, _) in runs.items()}
+        # The same records refused, with the same reasons and raw forms, on either path.
+        pd.testing.assert_frame_equal(quarantine, first_quarantine, obj=f"quarantine, {where}")
+    assert len({fp for fp, *_ in runs.values()}) == 1, {where: fp for where, (fp, *_) in runs.items()}

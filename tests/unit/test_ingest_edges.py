@@ -76,3 +76,21 @@ def test_far_away_timestamps_are_values_or_one_bad_record_never_a_failed_batch(v
     fields = {"t": FieldSpec(type="timestamp")}
     out = validate_batch(pd.DataFrame({"t": pd.Series(["2024-01-01T00:00:00Z", value], dtype=object)}), fields)
     assert out[REASON].tolist()[0] == "" and (out[REASON].tolist()[1] == "") is ok
+
+
+def test_the_in_process_read_checks_files_whose_columns_do_not_unify_one_by_one(tmp_path):
+    """A small input's files are read in this process; Parquet files typing one field differently (int in one,
+    text in the other) cannot be one table, so each is checked on its own, as Ray's blocks would be."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from mlplatform.data.ingest import _check_local
+
+    pq.write_table(pa.table({"id": pa.array([1, 2], pa.int64()), "x": [0.5, 1.5]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"id": pa.array(["3", "four"]), "x": [2.5, -1.0]}), tmp_path / "b.parquet")
+    fields = {"id": FieldSpec(type="int"), "x": FieldSpec(type="float", min=0)}
+    source = SourceSpec(name="s", format="parquet", path=str(tmp_path), fields=fields)
+    checked = _check_local(source, [str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]).to_pandas()
+    assert checked["id"].tolist()[:3] == [1, 2, 3]
+    reasons = checked[REASON].tolist()
+    assert reasons[:3] == ["", "", ""] and "four" in reasons[3] and "x: -1.0 < min 0" in reasons[3]
+    assert checked["__file"].tolist() == [str(tmp_path / "a.parquet")] * 2 + [str(tmp_path / "b.parquet")] * 2

@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from mlplatform.data import sources
 from mlplatform.data.config import DataConfig, SourceSpec
 from mlplatform.data.contract import FILE, REASON, RECORD, validate_batch
+from mlplatform.data.local import LocalDataset, as_pandas
 from mlplatform.data.profile import profile
 from mlplatform.data.version import (
     DatasetVersion,
@@ -54,8 +55,8 @@ __all__ = ["DatasetVersion", "ingest", "load_version"]  # the version types are 
 log = logging.getLogger(__name__)
 
 CHECK_BLOCK_ROWS = 100_000
-#: Inputs up to this many bytes are "small": their files are probed in the driver and their rows aggregated
-#: in one partition, without Ray Data's per-operation start-up (seconds each, more than the work itself).
+#: Inputs up to this many bytes are "small": the whole plan runs in this process (`mlplatform.data.local`),
+#: without Ray Data's start-up per operation (a second or more each, more than the work itself).
 SMALL_INPUT_BYTES = 64 * 1024 * 1024
 QUARANTINE_BLOCK_ROWS = 1_000_000
 PROFILE = "profile.json"
@@ -160,13 +161,38 @@ def _with_label_contract(cfg: DataConfig, source: SourceSpec) -> SourceSpec:
     return source.model_copy(update={"fields": fields})
 
 
-def _read_and_check(source: SourceSpec, paths: list[str]):
-    """Read a source and run the contract in the same task (no Arrow round trip of raw mixed values)."""
+def _read_and_check(source: SourceSpec, paths: list[str], *, local: bool):
+    """Read a source and run the contract in the same task (no Arrow round trip of raw mixed values); `local`:
+    in this process (a small input), as one `LocalDataset`."""
+    if local:
+        return LocalDataset(_check_local(source, paths))
     ds = sources.get(source.format).read(source, paths)
     # A reader makes one task (and blocks of up to 128 MiB) per file, so a source in one big file would be
     # checked on one core: smaller blocks let the contract run on every core whatever the file layout.
     ds = ds.repartition(target_num_rows_per_block=CHECK_BLOCK_ROWS, strict=True)
     return ds.map_batches(_check, batch_format="pandas", fn_kwargs={"source": source})
+
+
+def _check_local(source: SourceSpec, paths: list[str]) -> pa.Table:
+    """`_read_and_check` in this process: the files read in threads (pyarrow releases the GIL), each row's file
+    in ``path`` as Ray's readers give it (the path inside its filesystem), then one contract check."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    kind = sources.get(source.format)
+
+    def read(path: str) -> pa.Table:
+        fs, inner = filesystem(path)
+        table = kind.read_file(fs, inner, source)
+        return table.append_column("path", pa.array([inner] * table.num_rows, pa.string()))
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        raw = list(pool.map(read, paths))
+    try:
+        return _check(as_pandas(pa.concat_tables(raw, promote_options="permissive")), source)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        # Files whose columns do not unify (a Parquet id int in one, str in another): checked one by one, as
+        # Ray's blocks are; the contract's output has the fields' own types.
+        return pa.concat_tables([_check(as_pandas(t), source) for t in raw], promote_options="permissive")
 
 
 def _check(batch: pd.DataFrame, source: SourceSpec) -> pa.Table:
@@ -209,10 +235,23 @@ def _bad(batch: pa.Table, source: str) -> pa.Table:
     )
 
 
-def ray_data():
+def _dataset(table: pa.Table, *, local: bool) -> Any:
+    """A Ray Dataset of one Arrow table, or a `LocalDataset` on the small-input path."""
+    if local:
+        return LocalDataset(table)
     import ray.data
 
-    return ray.data
+    return ray.data.from_arrow(table)
+
+
+def _valid(batch: pa.Table) -> pa.Table:
+    """The records of a checked batch that passed the contract."""
+    return batch.filter(pc.equal(batch[REASON], ""))
+
+
+def _ambiguous(batch: pa.Table) -> pa.Table:
+    """The aggregated keys with more than one valid label record."""
+    return batch.filter(pc.greater(batch["__base_rows"], 1))
 
 
 def _bad_files_frame(source: str, bad_files: list[dict[str, Any]]) -> pa.Table:
@@ -275,7 +314,7 @@ def _text(value: Any) -> str:
 
 def _distinct(batch: pa.Table, fields: list[str]) -> pa.Table:
     """The distinct values of each of `fields` among a checked batch's valid records (one JSON row)."""
-    good = batch.filter(pc.equal(batch[REASON], ""))
+    good = _valid(batch)
     found = {f: pc.unique(good[f].combine_chunks().cast(pa.string())).drop_null().to_pylist() for f in fields}
     return pa.table({"distinct": [json.dumps(found)]})
 
@@ -312,7 +351,7 @@ def _quarantine_duplicates(checked, field: str):
     """Records sharing a value of a `unique` field all fail the contract (which one is right is unknowable)."""
     counts = {
         _text(row[field]): int(row["count()"])
-        for row in checked.filter(expr=f"{REASON} == ''").groupby(field).count().take_all()
+        for row in checked.map_batches(_valid, batch_format="pyarrow").groupby(field).count().take_all()
         if int(row["count()"]) > 1 and row[field] is not None
     }
     if not counts:
@@ -352,7 +391,7 @@ def _project(
     """Good records of one source on the wide schema (Arrow, zero-copy where it can); a categorical becomes
     its index in its categories; a `positive` (label, value) becomes 1 where the label is that value, else 0;
     columns of other sources are null, which every aggregation ignores."""
-    good = batch.filter(pc.equal(batch[REASON], ""))
+    good = _valid(batch)
     n = good.num_rows
     values: dict[str, Any] = {}
     for wide, name in mine:
@@ -557,22 +596,25 @@ def _build(
     categorical: dict[str, list[str]] = {}  # every categorical feature → its categories, in code order
     task, classes = cfg.task_kind(), []
     bad_files_by_source: dict[str, list[dict[str, Any]]] = {}
+    # A small input runs the same plan in this process (`mlplatform.data.local`): Ray Data's start-up per
+    # operation would be most of its time.
+    small = sum(f["size"] for fs in files.values() for f in fs) <= SMALL_INPUT_BYTES
     for source in cfg.sources:
         t = time.time()
         paths, bad_files, bad_rows = _readable(source, files[source.name])
         bad_files_by_source[source.name] = bad_files
         t = lap("probe files", t)
         if bad_files:
-            bad_parts.append(ray_data().from_arrow(_bad_files_frame(source.name, bad_files)))
+            bad_parts.append(_dataset(_bad_files_frame(source.name, bad_files), local=small))
         if bad_rows:
-            bad_parts.append(ray_data().from_arrow(_bad_parts_frame(source.name, bad_rows)))
+            bad_parts.append(_dataset(_bad_parts_frame(source.name, bad_rows), local=small))
         # A bad file's records count when they can be known (a Parquet footer, the lines of a text file).
         n = sum(b["rows"] or 0 for b in bad_files) + len(bad_rows)
         r = {"in": n, "ok": 0, "quarantined": n, "bad_files": len(bad_files)}
         reconciliation[source.name] = r
         if not paths:
             continue
-        checked = _read_and_check(_with_label_contract(cfg, source), paths).materialize()
+        checked = _read_and_check(_with_label_contract(cfg, source), paths, local=small).materialize()
         for name, spec in source.fields.items():
             # The label source's key is unique by construction (checked on the join below, for free); so is
             # the key of another source of one row per key.
@@ -619,12 +661,11 @@ def _build(
 
     t = time.time()
     wide = _union(wide_parts)
-    small = sum(f["size"] for fs in files.values() for f in fs) <= SMALL_INPUT_BYTES
     aggregated = (
         # A hash shuffle keeps every row of a key in one output block (Ray does not split those blocks;
         # Ray's own map_groups relies on the same), so batch_size=None hands over whole keys. A small input
-        # fits one block, which holds every key, without the shuffle's start-up.
-        (wide.repartition(1) if small else wide.repartition(_partitions(), keys=[cfg.key]))
+        # is one block, which holds every key.
+        (wide if small else wide.repartition(_partitions(), keys=[cfg.key]))
         .map_batches(
             _aggregate_partition,
             batch_size=None,
@@ -635,7 +676,8 @@ def _build(
     )
     # A key with more than one valid label record is ambiguous: all of its label records go to quarantine.
     duplicates = {
-        _text(row[cfg.key]): int(row["__base_rows"]) for row in aggregated.filter(expr="__base_rows > 1").take_all()
+        _text(row[cfg.key]): int(row["__base_rows"])
+        for row in aggregated.map_batches(_ambiguous, batch_format="pyarrow").take_all()
     }
     if duplicates:
         dup = (

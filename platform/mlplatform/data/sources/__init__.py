@@ -24,10 +24,22 @@ from mlplatform.errors import ConfigError
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
     from mlplatform.data.config import SourceSpec
 
-__all__ = ["SourceKind", "Probe", "register", "get", "names", "column_problem", "utf8_problem", "read_lines"]
+__all__ = [
+    "SourceKind",
+    "Probe",
+    "register",
+    "get",
+    "names",
+    "column_problem",
+    "utf8_problem",
+    "read_lines",
+    "lines_table",
+    "binary_table",
+]
 
 _KINDS: dict[str, SourceKind] = {}
 _discovered = False
@@ -94,6 +106,11 @@ class SourceKind:
 
     def read(self, source: SourceSpec, paths: list[str]) -> Any:
         """A Ray Dataset of the files' raw content, with each row's file in a ``path`` column."""
+        raise NotImplementedError
+
+    def read_file(self, fs: Any, path: str, source: SourceSpec) -> pa.Table:
+        """One file's raw content in this process, with the columns and types of `read`'s rows (less ``path``):
+        the small-input path, where a Ray Data read costs more than the work (`mlplatform.data.local`)."""
         raise NotImplementedError
 
     def records(self, batch: pd.DataFrame, source: SourceSpec) -> pd.DataFrame:
@@ -175,6 +192,24 @@ def utf8_problem(fs: Any, path: str) -> Probe:
     if offset and not last.endswith(b"\n"):
         lines += 1
     return Probe(reason, [], lines if reason else None)
+
+
+def lines_table(fs: Any, path: str) -> pa.Table:
+    """A file's lines as `read_lines` gives them (column ``text``), read whole in this process."""
+    import pyarrow as pa
+
+    from mlplatform.data.sources._lines import split_lines
+
+    with fs.open_input_stream(path) as f:
+        return pa.table({"text": pa.array(split_lines(f.read()), pa.string())})
+
+
+def binary_table(fs: Any, path: str) -> pa.Table:
+    """A file's bytes as Ray's ``read_binary_files`` gives them (one row, column ``bytes``)."""
+    import pyarrow as pa
+
+    with fs.open_input_stream(path) as f:
+        return pa.table({"bytes": pa.array([f.read()], pa.binary())})
 
 
 def read_lines(paths: list[str]) -> Any:

@@ -27,6 +27,17 @@ def _header(fs: Any, path: str) -> list[str]:
         return reader.schema.names
 
 
+def _options(source: Any) -> tuple[pacsv.ConvertOptions, pacsv.ParseOptions]:
+    """Every field as text (the contract decides what is bad), rows the probe quarantined skipped."""
+    convert = pacsv.ConvertOptions(
+        column_types={name: pa.string() for name in source.fields},
+        include_columns=list(source.fields),
+        include_missing_columns=True,
+        strings_can_be_null=False,
+    )
+    return convert, pacsv.ParseOptions(invalid_row_handler=_skip_row)
+
+
 @register
 class CsvKind(SourceKind):
     name = "csv"
@@ -67,14 +78,13 @@ class CsvKind(SourceKind):
     def read(self, source: Any, paths: list[str]) -> Any:
         import ray.data
 
-        convert = pacsv.ConvertOptions(
-            column_types={name: pa.string() for name in source.fields},
-            include_columns=list(source.fields),
-            include_missing_columns=True,
-            strings_can_be_null=False,
-        )
-        parse = pacsv.ParseOptions(invalid_row_handler=_skip_row)
+        convert, parse = _options(source)
         return ray.data.read_csv(paths, convert_options=convert, parse_options=parse, include_paths=True)
+
+    def read_file(self, fs: Any, path: str, source: Any) -> pa.Table:
+        convert, parse = _options(source)
+        with fs.open_input_stream(path) as f:
+            return pacsv.read_csv(f, convert_options=convert, parse_options=parse)
 
     def records(self, batch: pd.DataFrame, source: Any) -> pd.DataFrame:
         return batch.rename(columns={"path": FILE})

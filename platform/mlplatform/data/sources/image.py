@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 from mlplatform.data.contract import REASON
-from mlplatform.data.sources import SourceKind, register
+from mlplatform.data.sources import SourceKind, binary_table, register
 
 #: What a model can use of an image without a vision model: size, channels, brightness and contrast.
 IMAGE_FIELDS = ("width", "height", "channels", "brightness", "contrast")
@@ -47,6 +47,9 @@ class ImageKind(SourceKind):
         import ray.data
 
         return ray.data.read_binary_files(paths, include_paths=True)
+
+    def read_file(self, fs: Any, path: str, source: Any) -> Any:
+        return binary_table(fs, path)
 
     def records(self, batch: pd.DataFrame, source: Any) -> pd.DataFrame:
         # Decoded once, here: an unreadable image is quarantined as its record (the probe does not decode).

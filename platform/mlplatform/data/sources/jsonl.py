@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from mlplatform.data.contract import FILE, REASON, RECORD
-from mlplatform.data.sources import Probe, SourceKind, read_lines, register, utf8_problem
+from mlplatform.data.sources import Probe, SourceKind, lines_table, read_lines, register, utf8_problem
 
 
 def _dig(obj: Any, path: list[str]) -> Any:
@@ -59,6 +59,9 @@ class JsonLinesKind(SourceKind):
     def read(self, source: Any, paths: list[str]) -> Any:
         # Line by line (on \n only), so that one broken line is quarantined instead of failing the whole file.
         return read_lines(paths)
+
+    def read_file(self, fs: Any, path: str, source: Any) -> Any:
+        return lines_table(fs, path)
 
     def records(self, batch: pd.DataFrame, source: Any) -> pd.DataFrame:
         raw = parse_json_lines(batch["text"], source.fields)

@@ -41,5 +41,8 @@ class ParquetKind(SourceKind):
 
         return ray.data.read_parquet(paths, columns=list(source.fields), include_paths=True)
 
+    def read_file(self, fs: Any, path: str, source: Any) -> pa.Table:
+        return pq.read_table(path, filesystem=fs, columns=list(source.fields))
+
     def records(self, batch: pd.DataFrame, source: Any) -> pd.DataFrame:
         return batch.rename(columns={"path": FILE})

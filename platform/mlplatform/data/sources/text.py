@@ -6,7 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlplatform.data.sources import Probe, SourceKind, read_lines, register, utf8_problem
+from mlplatform.data.sources import Probe, SourceKind, binary_table, lines_table, read_lines, register, utf8_problem
 
 #: What a model can use of a document without a language model: its length in characters, tokens and lines.
 TEXT_FIELDS = ("chars", "tokens", "lines")
@@ -39,6 +39,11 @@ class TextKind(SourceKind):
         if source.text_unit == "line":
             return read_lines(paths)
         return ray.data.read_binary_files(paths, include_paths=True)
+
+    def read_file(self, fs: Any, path: str, source: Any) -> Any:
+        if source.text_unit == "line":
+            return lines_table(fs, path)
+        return binary_table(fs, path)
 
     def records(self, batch: pd.DataFrame, source: Any) -> pd.DataFrame:
         # Per-file documents arrive as bytes; the probe checked they are UTF-8.
