@@ -53,7 +53,7 @@ sources = [s.model_copy(update={{"features": [f for f in s.features if f.window 
            for s in cfg.sources if s.format not in ("text", "image")]
 cfg = cfg.model_copy(update={{"sources": sources, "output_dir": home + "/out-" + str(time.time())}})
 if address == "local":
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
 else:
     ray.init(address=address, logging_level="ERROR", log_to_driver=False)
 from ray.data import DataContext
