@@ -72,11 +72,15 @@ def test_a_file_rewritten_in_place_with_the_same_size_and_time_is_a_new_version(
     assert not second.reused and second.version != first.version and second.fingerprint != first.fingerprint
 
 
+# The distributed path: the in-process one writes its table in milliseconds and commits before a poll sees it
+# (what a kill leaves does not depend on the path: `VersionWriter` publishes either).
 KILLABLE = """
 import os, ray, sys
 from mlplatform.config import load_config
+from mlplatform.data import ingest as ingest_module
 from mlplatform.data.ingest import ingest
 from mlplatform.pipeline import PipelineConfig
+ingest_module.SMALL_INPUT_BYTES = 0
 cfg = load_config(sys.argv[1], PipelineConfig).data.model_copy(update={"name": "killed"})
 ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
 ingest(cfg)
