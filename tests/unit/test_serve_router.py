@@ -263,6 +263,7 @@ def test_health_and_metadata():
         "sticky": None,
         "faults": {},
         "last_pinned": {},
+        "replica": None,  # outside a Serve replica
     }
     assert headers["x-model-version"] == "1,2"
     status, _, body = call(app, "GET", "/v2/models/m")

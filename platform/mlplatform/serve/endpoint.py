@@ -301,7 +301,9 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         # KServe's V1 "model ready" route; open like the other health routes.
         core.check_model(name)
         failing = await core.not_ready()
-        body = {**core.status(), "ready": not failing}
+        # Tallies (shadow outcomes, last pinned) are this replica's own: `replica` says whose, so a client can
+        # add up what several router replicas report.
+        body = {**core.status(), "replica": _replica_id(), "ready": not failing}
         if failing:
             return error(503, f"versions not ready: {failing}", **body)
         return JSONResponse(body)
@@ -475,6 +477,13 @@ def _feedback_problem(item: Any) -> str | None:
     if isinstance(row, bool) or not isinstance(row, int) or row < 0:
         return f"row must be the instance's index in its request (an integer ≥ 0), got {json.dumps(row)[:50]}"
     return None
+
+
+def _replica_id() -> str | None:
+    try:
+        return serve.get_replica_context().replica_id.unique_id
+    except RayServeException:  # no replica context (local testing mode)
+        return None
 
 
 def _app_name() -> str | None:
