@@ -110,6 +110,7 @@ def _cmd_predict(a: argparse.Namespace) -> int:
     args += ["--concurrency", str(a.concurrency)] if a.concurrency else []
     args += ["--cpus-per-actor", str(a.cpus_per_actor)] if a.cpus_per_actor else []
     args += ["--gpus-per-actor", str(a.gpus_per_actor)] if a.gpus_per_actor else []
+    args += ["--distributed"] if a.distributed else []
     return submit("predict", None, a.address, wait=not a.no_wait, job_args=args)
 
 

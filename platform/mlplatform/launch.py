@@ -127,6 +127,11 @@ def predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--concurrency", type=int, help="scoring actors (default: one per CPU of the cluster)")
     parser.add_argument("--cpus-per-actor", type=float, help="CPUs of each scoring actor (default: free CPUs / actors)")
     parser.add_argument("--gpus-per-actor", type=float, default=0.0, help="> 0: predict on GPUs (device cuda)")
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="score on an actor pool whatever the input's size (inputs up to 64 MiB are scored in the job's process)",
+    )
 
 
 def predict_main(argv: list[str] | None = None) -> int:
@@ -149,6 +154,7 @@ def predict_main(argv: list[str] | None = None) -> int:
             concurrency=args.concurrency,
             cpus_per_actor=args.cpus_per_actor,
             gpus_per_actor=args.gpus_per_actor,
+            distributed=args.distributed,
         )
     except PlatformError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -359,6 +359,7 @@ def predict_step(
     concurrency: int | None = None,
     cpus_per_actor: float | None = None,
     gpus_per_actor: float = 0.0,
+    distributed: bool = False,
 ) -> BatchResult:
     """Batch scoring (`mlplatform predict`, jobs/predict.py): every row of a file, Parquet out."""
     quiet_ray_data()
@@ -370,6 +371,7 @@ def predict_step(
         concurrency=concurrency,
         cpus_per_actor=cpus_per_actor,
         gpus_per_actor=gpus_per_actor,
+        distributed=distributed,
     )
     print(
         f"\n== predict: {result.rows} rows scored by {result.model} (v{result.version}) in {result.seconds:.1f}s "

@@ -298,6 +298,11 @@ def test_batch_scoring_scores_every_row_as_the_endpoint_does(tables):
     r = requests.post(f"{URL}/tumours/v1/models/tumours:predict", json=body, timeout=10)
     assert np.float32(scores.loc[raw["id"], "prediction"]) == np.float32(r.json()["predictions"][0])
 
+    # The small file was scored in the job's process; the actor pool that scores big ones gives the same file.
+    pooled = [*args[:-1], str(home / "scores-pooled"), "--distributed"]
+    assert "could not be scored" in cli(*pooled, env=env, timeout=300).stdout
+    pd.testing.assert_frame_equal(pd.read_parquet(home / "scores-pooled").set_index("id").loc[scores.index], scores)
+
     again = cli(*args, env=env, check=False, timeout=300)  # nothing is overwritten
     assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
 

@@ -60,3 +60,24 @@ def test_model_references(text, ref):
 def test_bad_model_references_say_what_is_expected(text):
     with pytest.raises(ConfigError, match="NAME@ALIAS"):
         parse_model_ref(text)
+
+
+def test_inputs_are_a_csv_a_parquet_file_or_a_folder_and_say_their_size(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from mlplatform.errors import ConfigError
+    from mlplatform.serve.batch import _input_kind
+
+    (tmp_path / "a.csv").write_text("id,x\n1,2\n")
+    pq.write_table(pa.table({"x": [1.0]}), tmp_path / "b.parquet")
+    (tmp_path / "folder").mkdir()
+    pq.write_table(pa.table({"x": [1.0]}), tmp_path / "folder" / "part-0.parquet")
+    assert _input_kind(str(tmp_path / "a.csv")) == ("csv", 9)
+    assert _input_kind(str(tmp_path / "b.parquet"))[0] == "parquet"
+    kind, size = _input_kind(str(tmp_path / "folder"))
+    assert kind == "parquet" and size == (tmp_path / "folder" / "part-0.parquet").stat().st_size
+    (tmp_path / "c.json").write_text("{}")
+    with pytest.raises(ConfigError, match="a .csv or .parquet file"):
+        _input_kind(str(tmp_path / "c.json"))
+    with pytest.raises(ConfigError, match="no such file or folder"):
+        _input_kind(str(tmp_path / "nope.csv"))
