@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.data.ingest import DatasetVersion
+from mlplatform.data.ingest import SMALL_INPUT_BYTES, DatasetVersion
+from mlplatform.data.local import as_pandas
+from mlplatform.data.version import filesystem
 from mlplatform.errors import ConfigError, DataContractError, PlatformError
 from mlplatform.train.common import DATA_RESERVE_CPUS, MODEL_FILE, split_frame
 from mlplatform.train.config import ParamSpec, TrainConfig
@@ -69,14 +71,25 @@ def load_training_data(
 ) -> TrainingData:
     """Read the version's table with Ray Data and split it by a hash of the key (stable across runs).
 
+    A small table (what ingest calls a small input) is read in this process: Ray Data's read took 6 s of
+    start-up for 900 rows. Both give the frame Ray Data gives (`as_pandas`), sorted by key afterwards.
+
     Args:
         dataset: the dataset version.
         validation_only: keep only held-out rows (data-parallel mode: training rows stay in the workers).
         max_rows: read at most this many rows (after the split).
     """
+    fraction = float(dataset.manifest.get("validation_fraction", 0.2))
+    if not dataset.table_files:  # every record quarantined: nothing was written
+        raise DataContractError(f"dataset {dataset.path} has no rows")
+    if sum(int(f.get("size", 0)) for f in dataset.manifest["files"]["table"]) <= SMALL_INPUT_BYTES:
+        df = as_pandas(_read_table(dataset.table_files))
+        if validation_only:
+            df = split_frame(df, dataset.key, fraction, validation=True)
+        return training_data(df if max_rows is None else df.iloc[:max_rows], dataset, validation_only=validation_only)
+
     import ray.data
 
-    fraction = float(dataset.manifest.get("validation_fraction", 0.2))
     ds = ray.data.read_parquet(dataset.table_files)  # the manifest's files, nothing else in the folder
     if validation_only:
         ds = ds.map_batches(
@@ -85,6 +98,17 @@ def load_training_data(
     if max_rows is not None:
         ds = ds.limit(max_rows)
     return training_data(ds.to_pandas(), dataset, validation_only=validation_only)
+
+
+def _read_table(paths: list[str]) -> Any:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    parts = []
+    for path in paths:
+        fs, inner = filesystem(path)
+        parts.append(pq.read_table(inner, filesystem=fs))
+    return pa.concat_tables(parts)
 
 
 def training_data(df: pd.DataFrame, dataset: DatasetVersion, *, validation_only: bool = False) -> TrainingData:
