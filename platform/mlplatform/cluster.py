@@ -195,9 +195,11 @@ def up(
     else:
         if answers(f"{state.mlflow_url}/health"):
             raise PlatformError(f"something else already serves {state.mlflow_url}; stop it or pick another port")
-        state.mlflow_pid = start_mlflow(home, mlflow_port, env)
+        # Started, not yet waited for: it comes up while Ray does (each takes seconds of imports and setup).
+        state.mlflow_pid = start_mlflow(home, mlflow_port, env, wait=False)
         _save(state)
 
+    ray_log = None  # set when this call starts the Ray head
     if previous and _alive(previous.ray_pid):
         state.ray_pid = previous.ray_pid
     else:
@@ -206,7 +208,7 @@ def up(
                 f"another Ray dashboard already answers at {state.dashboard_url}; "
                 "run `mlplatform down` where it was started, or pick another port"
             )
-        log = home / "logs" / "ray.log"
+        ray_log = home / "logs" / "ray.log"
         cmd = [
             _bin("ray"),
             "start",
@@ -225,11 +227,13 @@ def up(
         if num_cpus is not None:
             cmd += ["--num-cpus", str(num_cpus)]
         proc = subprocess.Popen(
-            cmd, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=home
+            cmd, env=env, stdout=ray_log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, cwd=home
         )
         state.ray_pid = proc.pid
         _save(state)
-        _wait(state.dashboard_url, "Ray head", log, proc.pid)
+    _wait(f"{state.mlflow_url}/health", "MLflow server", home / "logs" / "mlflow.log", state.mlflow_pid)
+    if ray_log is not None:
+        _wait(state.dashboard_url, "Ray head", ray_log, state.ray_pid)
     _save(state)
     return state
 
@@ -283,8 +287,9 @@ exec "$real" "$@"
     return str(script)
 
 
-def start_mlflow(home: Path, port: int, env: dict[str, str] | None = None) -> int:
-    """Start an MLflow tracking server on 127.0.0.1:`port` with its store in `home`; wait until healthy.
+def start_mlflow(home: Path, port: int, env: dict[str, str] | None = None, *, wait: bool = True) -> int:
+    """Start an MLflow tracking server on 127.0.0.1:`port` with its store in `home`; wait until healthy (unless
+    not `wait`: the caller waits). Returns its pid.
 
     SQLite backend (one writer: the server) and a proxied artifact store, so clients need only HTTP.
     """
@@ -312,7 +317,8 @@ def start_mlflow(home: Path, port: int, env: dict[str, str] | None = None) -> in
         start_new_session=True,
         cwd=home,
     )
-    _wait(f"http://127.0.0.1:{port}/health", "MLflow server", log, proc.pid)
+    if wait:
+        _wait(f"http://127.0.0.1:{port}/health", "MLflow server", log, proc.pid)
     return proc.pid
 
 
