@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from mlplatform.data import sources
 from mlplatform.data.config import DataConfig, SourceSpec
 from mlplatform.data.contract import FILE, REASON, RECORD, validate_batch
-from mlplatform.data.local import LocalDataset, as_pandas
+from mlplatform.data.local import SMALL_INPUT_BYTES, LocalDataset, as_pandas
 from mlplatform.data.profile import profile
 from mlplatform.data.version import (
     DatasetVersion,
@@ -50,14 +50,11 @@ from mlplatform.data.version import (
 )
 from mlplatform.errors import ConfigError, DataContractError
 
-__all__ = ["DatasetVersion", "ingest", "load_version"]  # the version types are re-exported
+__all__ = ["DatasetVersion", "ingest", "load_version", "SMALL_INPUT_BYTES"]  # the version types are re-exported
 
 log = logging.getLogger(__name__)
 
 CHECK_BLOCK_ROWS = 100_000
-#: Inputs up to this many bytes are "small": the whole plan runs in this process (`mlplatform.data.local`),
-#: without Ray Data's start-up per operation (a second or more each, more than the work itself).
-SMALL_INPUT_BYTES = 64 * 1024 * 1024
 QUARANTINE_BLOCK_ROWS = 1_000_000
 PROFILE = "profile.json"
 #: A str feature without `allowed` takes the values the data holds as its categories, up to this many.

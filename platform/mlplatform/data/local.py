@@ -6,6 +6,8 @@ that start-up was most of the time: the demo's 5 000 customers took 16 s, 14 of 
 Ingest runs the same plan — the same functions, in the same order — on a `LocalDataset` instead, so the two
 paths cannot drift apart; `tests/integration/test_ingest.py` holds them to the same table bit for bit.
 
+Training's read, batch scoring and drift's reads use the same size line (`SMALL_INPUT_BYTES`) to read in-process.
+
 Only the forms ingest calls are implemented; anything else fails loudly (AttributeError) rather than
 approximating Ray's behaviour.
 """
@@ -19,7 +21,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-__all__ = ["LocalDataset", "as_pandas"]
+__all__ = ["LocalDataset", "as_pandas", "SMALL_INPUT_BYTES"]
+
+#: Inputs up to this many bytes are "small": ingest, the training read, batch scoring and drift read them in the
+#: job's own process instead of through Ray Data, whose start-up per operation costs more than their work.
+SMALL_INPUT_BYTES = 64 * 1024 * 1024
 
 
 def as_pandas(table: pa.Table) -> pd.DataFrame:

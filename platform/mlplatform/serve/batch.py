@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mlplatform import registry
+from mlplatform.data.local import SMALL_INPUT_BYTES
 from mlplatform.data.schema import SCHEMA_FILE, InputSchema
 from mlplatform.data.version import filesystem, load_version
 from mlplatform.errors import ConfigError, DataContractError, PlatformError
@@ -43,8 +44,6 @@ READ_CPUS = 0.25
 #: Ray Data's file-listing task asks for a whole CPU whatever the read asks (Ray 2.60); the pool's actors start
 #: first, so they must leave it one, or nothing is ever read (it hung CI).
 LIST_CPUS = 1.0
-#: Inputs up to this many bytes are scored in this process (see the module's docstring).
-SMALL_INPUT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)

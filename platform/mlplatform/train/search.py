@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlplatform.data.ingest import SMALL_INPUT_BYTES, DatasetVersion
-from mlplatform.data.local import as_pandas
+from mlplatform.data.ingest import DatasetVersion
+from mlplatform.data.local import SMALL_INPUT_BYTES, as_pandas
 from mlplatform.data.version import filesystem
 from mlplatform.errors import ConfigError, DataContractError, PlatformError
 from mlplatform.train.common import DATA_RESERVE_CPUS, MODEL_FILE, split_frame
