@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from mlplatform.data import sources
 from mlplatform.data.config import DataConfig, SourceSpec
 from mlplatform.data.contract import FILE, REASON, RECORD, validate_batch
-from mlplatform.data.local import SMALL_INPUT_BYTES, LocalDataset, as_pandas
+from mlplatform.data.local import SMALL_INPUT_BYTES, LocalDataset, as_pandas, with_path
 from mlplatform.data.profile import profile
 from mlplatform.data.version import (
     DatasetVersion,
@@ -179,8 +179,7 @@ def _check_local(source: SourceSpec, paths: list[str]) -> pa.Table:
 
     def read(path: str) -> pa.Table:
         fs, inner = filesystem(path)
-        table = kind.read_file(fs, inner, source)
-        return table.append_column("path", pa.array([inner] * table.num_rows, pa.string()))
+        return with_path(kind.read_file(fs, inner, source), inner)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         raw = list(pool.map(read, paths))

@@ -22,7 +22,6 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import pyarrow as pa
 
 from mlplatform import registry
 from mlplatform.cluster import quiet_ray_data
-from mlplatform.data.local import SMALL_INPUT_BYTES
+from mlplatform.data.local import SMALL_INPUT_BYTES, read_parquet
 from mlplatform.errors import DataContractError
 from mlplatform.monitor.config import DriftConfig
 from mlplatform.monitor.report import write_report
@@ -109,14 +108,8 @@ def _read(table: Table, columns: list[str], labels: pa.Table | None) -> list:
     logged += ["probabilities"] if "probabilities" in table.columns else []
     keep = [c for c in columns if c in table.columns or (table.is_log and c in ("version", "label"))]
     if sum(i.size or 0 for i in table.filesystem.get_file_info(table.files)) <= SMALL_INPUT_BYTES:
-
-        def one(path: str) -> pa.Table:
-            if not table.is_log:
-                return _read_file(table.filesystem, path, keep)
-            return _with_path(_read_file(table.filesystem, path, logged), path)
-
-        with ThreadPoolExecutor(max_workers=8) as pool:  # pyarrow releases the GIL while it reads
-            whole = pa.concat_tables(list(pool.map(one, table.files)), promote_options="permissive")
+        read = logged if table.is_log else keep
+        whole = read_parquet(table.files, fs=table.filesystem, columns=read, with_paths=table.is_log)
         return [ray.put((flatten_log(whole, labels) if table.is_log else whole).select(keep))]
     if table.is_log:
         ds = ray.data.read_parquet(
@@ -127,19 +120,6 @@ def _read(table: Table, columns: list[str], labels: pa.Table | None) -> list:
     else:
         ds = ray.data.read_parquet(table.files, filesystem=table.filesystem, columns=keep)
     return list(ds.to_arrow_refs())
-
-
-def _read_file(fs: Any, path: str, columns: list[str]) -> pa.Table:
-    """One Parquet file's `columns`, without partition columns (as the Ray read is told: partitioning=None)."""
-    import pyarrow.parquet as pq
-
-    with fs.open_input_file(path) as f:
-        return pq.ParquetFile(f).read(columns=columns)
-
-
-def _with_path(table: pa.Table, path: str) -> pa.Table:
-    """The file's path in a ``path`` column, as Ray Data's ``include_paths`` adds it (its version is there)."""
-    return table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
 
 
 def _severity(test: str, score: float | None, threshold: float) -> float:

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mlplatform.data.ingest import DatasetVersion
-from mlplatform.data.local import SMALL_INPUT_BYTES, as_pandas
-from mlplatform.data.version import filesystem
+from mlplatform.data.local import SMALL_INPUT_BYTES, as_pandas, read_parquet
 from mlplatform.errors import ConfigError, DataContractError, PlatformError
 from mlplatform.train.common import DATA_RESERVE_CPUS, MODEL_FILE, split_frame
 from mlplatform.train.config import ParamSpec, TrainConfig
@@ -83,7 +82,7 @@ def load_training_data(
     if not dataset.table_files:  # every record quarantined: nothing was written
         raise DataContractError(f"dataset {dataset.path} has no rows")
     if sum(int(f.get("size", 0)) for f in dataset.manifest["files"]["table"]) <= SMALL_INPUT_BYTES:
-        df = as_pandas(_read_table(dataset.table_files))
+        df = as_pandas(read_parquet(dataset.table_files))
         if validation_only:
             df = split_frame(df, dataset.key, fraction, validation=True)
         return training_data(df if max_rows is None else df.iloc[:max_rows], dataset, validation_only=validation_only)
@@ -98,17 +97,6 @@ def load_training_data(
     if max_rows is not None:
         ds = ds.limit(max_rows)
     return training_data(ds.to_pandas(), dataset, validation_only=validation_only)
-
-
-def _read_table(paths: list[str]) -> Any:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    parts = []
-    for path in paths:
-        fs, inner = filesystem(path)
-        parts.append(pq.read_table(inner, filesystem=fs))
-    return pa.concat_tables(parts)
 
 
 def training_data(df: pd.DataFrame, dataset: DatasetVersion, *, validation_only: bool = False) -> TrainingData:
