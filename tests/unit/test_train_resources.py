@@ -38,14 +38,14 @@ def test_a_reused_trial_process_trains_on_the_matrices_it_built(monkeypatch):
     """Tune reuses a per-trial process for the next trial; the table's DMatrices are built once per process."""
     import numpy as np
     import ray
-    from mlplatform.train.search import TrainingData, _matrices
+    from mlplatform.train.search import TableRef, TrainingData, _matrices
 
     x = np.arange(20, dtype=np.float32).reshape(10, 2)
     one, two = (TrainingData(["a", "b"], x, x[:, 0] % 2, x[:4], x[:4, 0] % 2) for _ in range(2))
-    refs = [ray.ObjectRef(bytes([i]) * 28) for i in (1, 2)]  # the object store, without a cluster
-    monkeypatch.setattr(ray, "get", lambda ref: {refs[0].hex(): one, refs[1].hex(): two}[ref.hex()])
+    refs = [TableRef(ray.ObjectRef(bytes([i]) * 28)) for i in (1, 2)]  # the object store, without a cluster
+    monkeypatch.setattr(ray, "get", lambda ref: {refs[0].ref.hex(): one, refs[1].ref.hex(): two}[ref.hex()])
     first = _matrices(refs[0])
-    assert _matrices(refs[0])[0] is first[0] and _matrices(refs[0])[1] is first[1]
+    assert first[2] and _matrices(refs[0]) == (first[0], first[1], False)
     assert _matrices(refs[1])[0] is not first[0] and _matrices(refs[1])[0].num_row() == 10
     assert _matrices(one)[0] is not _matrices(one)[0]  # a table passed in directly is not cached
 

@@ -68,10 +68,13 @@ class TrialOutcome:
 def load_training_data(
     dataset: DatasetVersion, *, validation_only: bool = False, max_rows: int | None = None
 ) -> TrainingData:
-    """Read the version's table with Ray Data and split it by a hash of the key (stable across runs).
+    """Read the version's table and split it by a hash of the key (stable across runs).
 
-    A small table (what ingest calls a small input) is read in this process: Ray Data's read took 6 s of
-    start-up for 900 rows. Both give the frame Ray Data gives (`as_pandas`), sorted by key afterwards.
+    The whole table (per-trial mode) is read in this process with pyarrow: it ends up here whichever way it is
+    read, and Ray Data's read cost start-up for nothing (6 s for 900 rows; 1 M rows × 28: 5.2 s against
+    0.95 s, 2026-11-28). Held-out rows only (data-parallel mode) go through Ray Data unless the table is
+    small (what ingest calls a small input), so that a large table is filtered where it is read. Both give
+    the frame Ray Data gives (`as_pandas`), sorted by key afterwards.
 
     Args:
         dataset: the dataset version.
@@ -81,7 +84,8 @@ def load_training_data(
     fraction = float(dataset.manifest.get("validation_fraction", 0.2))
     if not dataset.table_files:  # every record quarantined: nothing was written
         raise DataContractError(f"dataset {dataset.path} has no rows")
-    if sum(int(f.get("size", 0)) for f in dataset.manifest["files"]["table"]) <= SMALL_INPUT_BYTES:
+    small = sum(int(f.get("size", 0)) for f in dataset.manifest["files"]["table"]) <= SMALL_INPUT_BYTES
+    if small or not validation_only:
         df = as_pandas(read_parquet(dataset.table_files))
         if validation_only:
             df = split_frame(df, dataset.key, fraction, validation=True)
@@ -90,13 +94,12 @@ def load_training_data(
     import ray.data
 
     ds = ray.data.read_parquet(dataset.table_files)  # the manifest's files, nothing else in the folder
-    if validation_only:
-        ds = ds.map_batches(
-            split_frame, batch_format="pandas", fn_kwargs={"key": dataset.key, "fraction": fraction, "validation": True}
-        )
+    ds = ds.map_batches(
+        split_frame, batch_format="pandas", fn_kwargs={"key": dataset.key, "fraction": fraction, "validation": True}
+    )
     if max_rows is not None:
         ds = ds.limit(max_rows)
-    return training_data(ds.to_pandas(), dataset, validation_only=validation_only)
+    return training_data(ds.to_pandas(), dataset, validation_only=True)
 
 
 def training_data(df: pd.DataFrame, dataset: DatasetVersion, *, validation_only: bool = False) -> TrainingData:
@@ -190,17 +193,22 @@ def to_tune_space(space: dict[str, ParamSpec], *, grid: bool = False) -> dict[st
 
 
 def _trainable(
-    config: dict[str, Any], data_ref: Any, num_boost_round: int, report_every: int, nthread: int, task: Task
+    config: dict[str, Any], table: Any, num_boost_round: int, report_every: int, nthread: int, task: Task
 ) -> None:
     """One trial: xgboost.train on the whole table in this process, resuming from the trial's checkpoint.
 
     A retried trial (FailureConfig) and a PBT exploit both arrive with a checkpoint: training continues
-    from its booster for the remaining rounds instead of starting over.
+    from its booster for the remaining rounds instead of starting over. Each report carries `setup_s`: the
+    seconds spent getting the table and building its DMatrices (0 in a process that already had them).
     """
+    import time
+
     import xgboost as xgb
     from ray import tune
 
-    dtrain, dval = _matrices(data_ref)
+    started = time.perf_counter()
+    dtrain, dval, built = _matrices(table)
+    setup_s = time.perf_counter() - started if built else 0.0
     params = {**config, "eval_metric": task.eval_metric, "nthread": nthread}
 
     start, booster = 0, None
@@ -217,7 +225,11 @@ def _trainable(
             rnd = start + epoch + 1
             if rnd % report_every and rnd != num_boost_round:
                 return False
-            metrics = {"round": rnd, **task.report({**evals_log, "train": train_metrics(model, dtrain)})}
+            metrics = {
+                "round": rnd,
+                "setup_s": setup_s,
+                **task.report({**evals_log, "train": train_metrics(model, dtrain)}),
+            }
             with tempfile.TemporaryDirectory() as tmp:
                 model.save_model(os.path.join(tmp, MODEL_FILE))  # native format, never pickle
                 tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -246,21 +258,33 @@ def train_metrics(booster: Any, dtrain: Any) -> dict[str, list[float]]:
     return out
 
 
+@dataclass(frozen=True)
+class TableRef:
+    """The training table's object ref, wrapped: `tune.with_parameters` hands a trial a bare ObjectRef's
+    *value* — a fresh copy of the table in every trial, so nothing to know it again by — but an object
+    holding a ref keeps the ref."""
+
+    ref: Any
+
+
 #: The DMatrices of the table the process last trained on: (its object ref's id, train, val). Tune reuses a
 #: trial's process for the next trial (`reuse_actors`), which then trains on the same matrices — and on
 #: XGBoost's histogram index built into them by the first trial — instead of fetching the table and sketching
-#: its quantiles again (≈ 5 s of every trial at 1 M rows, 2026-11-23).
+#: its quantiles again: at 1 M rows × 28 on one thread, 3.0 s of a reused trial's 4.5 s when it stopped at
+#: round 10 (2026-11-28; until then the cache was keyed by a ref that Tune had already resolved, so it never hit).
 _MATRICES: list[Any] = []
 
 
-def _matrices(data_ref: Any) -> tuple[Any, Any]:
+def _matrices(table: TableRef | TrainingData) -> tuple[Any, Any, bool]:
+    """The table's (train, val) DMatrices, and whether they were built now (False: this process had them)."""
     import ray
 
-    if not isinstance(data_ref, ray.ObjectRef):  # a table passed in directly: nothing to know it again by
-        return _build(data_ref)
-    if not _MATRICES or _MATRICES[0] != data_ref.hex():
-        _MATRICES[:] = [data_ref.hex(), *_build(ray.get(data_ref))]
-    return _MATRICES[1], _MATRICES[2]
+    if not isinstance(table, TableRef):  # a table passed in directly: nothing to know it again by
+        return (*_build(table), True)
+    if _MATRICES and _MATRICES[0] == table.ref.hex():
+        return _MATRICES[1], _MATRICES[2], False
+    _MATRICES[:] = [table.ref.hex(), *_build(ray.get(table.ref))]
+    return _MATRICES[1], _MATRICES[2], True
 
 
 def _build(data: TrainingData) -> tuple[Any, Any]:
@@ -406,7 +430,7 @@ def search(
         trainable = tune.with_resources(
             tune.with_parameters(
                 _trainable,
-                data_ref=ray.put(data),
+                table=TableRef(ray.put(data)),
                 num_boost_round=cfg.num_boost_round,
                 report_every=cfg.report_every,
                 nthread=max(1, math.ceil(cfg.cpus_per_trial)),

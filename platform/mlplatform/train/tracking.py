@@ -70,7 +70,7 @@ class LiveTrials(Callback):
         metrics = [
             Metric(k, float(v), now, step)
             for k, v in result.items()
-            if k.startswith(("val_", "train_"))
+            if (k.startswith(("val_", "train_")) or k == "setup_s")
             and isinstance(v, (int, float))
             and not isinstance(v, bool)
             and math.isfinite(v)
