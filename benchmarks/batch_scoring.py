@@ -1,4 +1,5 @@
-"""Batch scoring benchmark: mlplatform's Ray Data actor pool vs a single-process inplace_predict loop.
+"""Batch scoring benchmark: mlplatform's two ways (in the job's process, a Ray Data actor pool) vs a single-process
+inplace_predict loop.
 
     python benchmarks/batch_scoring.py [--rows 2000000] [--features 20] [--trees 100]
 
@@ -6,10 +7,13 @@ Both sides score the same Parquet file with the same booster and write Parquet (
 
   plain      one process: pyarrow reads the file, a float32 matrix, `inplace_predict` per 65 536-row chunk with
              XGBoost's threads = the machine's CPUs, pyarrow writes the output.
-  mlplatform the scoring stage of `mlplatform predict` (`mlplatform.serve.batch`: `_Scorer` on an autoscaling
-             actor pool, raw values encoded as the endpoint does, output with model_version and error) on
-             `ray.init(num_cpus=N)`: one actor per CPU, one XGBoost thread each. The registry lookups of a real
-             `mlplatform predict` (≈ 1 s) are left out: they do not grow with the file.
+  mlplatform the scoring stage of `mlplatform predict` as it runs on one node (`mlplatform.serve.batch.score_here`:
+             the input streamed batch by batch through `_Scorer` in the job's process, raw values encoded as the
+             endpoint does, output with model_version and error, XGBoost's threads on Ray's free CPUs), on
+             `ray.init(num_cpus=N)`. The registry lookups of a real `mlplatform predict` (≈ 1 s) are left out:
+             they do not grow with the file.
+  pool       the same with `--distributed` (what a cluster of several nodes gets): `_Scorer` on an autoscaling
+             actor pool, one actor per CPU, one XGBoost thread each.
   3 nodes    (--cluster) the same on `ray.cluster_utils.Cluster`: a head and two workers, 1 CPU each, to show
              how it spreads; on one machine the nodes share its cores, so this says nothing about speed-up.
 
@@ -67,6 +71,15 @@ def plain(path: Path, raw: bytes, names: list[str], out: Path, threads: int) -> 
     return time.perf_counter() - start
 
 
+def here(path: Path, raw: bytes, names: list[str], out: Path) -> float:
+    """What `mlplatform predict` does on a one-node cluster: the input streamed through one scorer here."""
+    from mlplatform.serve.batch import _Scorer, score_here
+
+    start = time.perf_counter()
+    score_here(_Scorer(raw, names, {}, "id", "1"), str(path), "parquet", ["id", *names], str(out))
+    return time.perf_counter() - start
+
+
 def ours(path: Path, raw: bytes, names: list[str], out: Path, cpus: int) -> float:
     """The scoring stage as `score()` sizes it: one actor per CPU, the CPUs less a read's share split among them."""
     import ray
@@ -105,8 +118,10 @@ def main() -> None:
         results["plain_s"] = round(plain(path, raw, names, folder / "plain.parquet", cpus), 2)
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         ray.data.DataContext.get_current().enable_progress_bars = False
+        here(path, raw, names, folder / "warm-here")
+        results["mlplatform_s"] = round(here(path, raw, names, folder / "here"), 2)
         ours(path, raw, names, folder / "warm-ours", cpus)
-        results["mlplatform_s"] = round(ours(path, raw, names, folder / "ours", cpus), 2)
+        results["pool_s"] = round(ours(path, raw, names, folder / "ours", cpus), 2)
         ray.shutdown()
         if args.cluster:
             from ray.cluster_utils import Cluster
@@ -119,15 +134,17 @@ def main() -> None:
             results["three_nodes_s"] = round(ours(path, raw, names, folder / "nodes", 3), 2)
             ray.shutdown()
             cluster.shutdown()
-        check = pq.read_table(folder / "ours").to_pandas().set_index("id").sort_index()
         base = pq.read_table(folder / "plain.parquet").to_pandas().set_index("id").sort_index()
-        results["identical_predictions"] = bool(
-            np.array_equal(check["prediction"].to_numpy(np.float32), base["prediction"].to_numpy(np.float32))
-        )
-    for side in ("plain", "mlplatform", "three_nodes"):
+        for side in ("here", "ours"):
+            check = pq.read_table(folder / side).to_pandas().set_index("id").sort_index()
+            results[f"identical_predictions_{side}"] = bool(
+                np.array_equal(check["prediction"].to_numpy(np.float32), base["prediction"].to_numpy(np.float32))
+            )
+    for side in ("plain", "mlplatform", "pool", "three_nodes"):
         if f"{side}_s" in results:
             results[f"{side}_rows_per_s"] = round(args.rows / results[f"{side}_s"])
     results["ratio"] = round(results["mlplatform_rows_per_s"] / results["plain_rows_per_s"], 2)
+    results["pool_ratio"] = round(results["pool_rows_per_s"] / results["plain_rows_per_s"], 2)
     print(results)
     print(f"saved {save('batch_scoring', results)}")
 

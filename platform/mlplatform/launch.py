@@ -130,7 +130,8 @@ def predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distributed",
         action="store_true",
-        help="score on an actor pool whatever the input's size (inputs up to 64 MiB are scored in the job's process)",
+        help="score on an actor pool whatever the input and the cluster (by default an input of up to 64 MiB, or "
+        "any input on a one-node cluster, is scored in the job's process)",
     )
 
 

@@ -81,3 +81,56 @@ def test_inputs_are_a_csv_a_parquet_file_or_a_folder_and_say_their_size(tmp_path
         _input_kind(str(tmp_path / "c.json"))
     with pytest.raises(ConfigError, match="no such file or folder"):
         _input_kind(str(tmp_path / "nope.csv"))
+
+
+def _scorer(features: list[str]):
+    import xgboost as xgb
+    from mlplatform.serve.batch import _Scorer
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, len(features))).astype(np.float32)
+    booster = xgb.train({"max_depth": 2}, xgb.DMatrix(x, label=x[:, 0] > 0), 5)
+    return _Scorer(bytes(booster.save_raw("ubj")), features, {}, "id", "7")
+
+
+@pytest.mark.parametrize("kind", ["csv", "parquet-folder"])
+def test_streamed_scores_are_the_whole_tables_scores_batch_by_batch(tmp_path, kind):
+    """The in-process path streams the input (bounded memory at any size) into one file: the same rows and
+    scores as the whole table through the same scorer, every batch written, a header-only input an empty file."""
+    import pyarrow.csv as pacsv
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+    from mlplatform.serve.batch import _stream, _write
+
+    rng = np.random.default_rng(2)
+    n = 30_000  # a CSV of > 1 MB: pyarrow streams it in blocks of 1 MB
+    table = pa.table({"id": [f"C-{i:05d}" for i in range(n)], "a": rng.normal(size=n), "b": rng.normal(size=n)})
+    table = table.append_column("extra", pa.array(["x"] * n))
+    if kind == "csv":
+        path = tmp_path / "in.csv"
+        pacsv.write_csv(table, path)
+        header_only = tmp_path / "empty.csv"
+        header_only.write_text("id,a,b,extra\n")
+    else:
+        path = tmp_path / "in"
+        path.mkdir()
+        for i, start in enumerate(range(0, n, 10_000)):  # three files, read in name order
+            pq.write_table(table.slice(start, 10_000), path / f"part-{i}.parquet")
+        (path / "_SUCCESS").write_text("")
+        header_only = tmp_path / "empty"
+        header_only.mkdir()
+        pq.write_table(table.slice(0, 0), header_only / "part-0.parquet")
+    scorer, fs = _scorer(["a", "b"]), pafs.LocalFileSystem()
+    columns = ["id", "a", "b"]
+    batches = list(_stream(str(path), "csv" if kind == "csv" else "parquet", columns, batch_rows=7000))
+    assert len(batches) > 1 and all(b.column_names == columns for b in batches)
+    rows, errors = _write(scorer, iter(batches), fs, str(tmp_path / "out"))
+    out = pq.read_table(tmp_path / "out")
+    assert (rows, errors) == (n, 0) and out["id"].to_pylist() == table["id"].to_pylist()
+    whole = scorer(table.select(columns))
+    assert out["prediction"].to_pylist() == whole["prediction"].to_pylist()
+
+    empty = list(_stream(str(header_only), "csv" if kind == "csv" else "parquet", columns, batch_rows=7000))
+    assert [b.num_rows for b in empty] == [0]
+    assert _write(scorer, iter(empty), fs, str(tmp_path / "none")) == (0, 0)
+    assert pq.read_table(tmp_path / "none").column_names == ["id", "prediction", "model_version", "error"]
