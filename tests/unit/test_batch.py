@@ -134,3 +134,14 @@ def test_streamed_scores_are_the_whole_tables_scores_batch_by_batch(tmp_path, ki
     assert [b.num_rows for b in empty] == [0]
     assert _write(scorer, iter(empty), fs, str(tmp_path / "none")) == (0, 0)
     assert pq.read_table(tmp_path / "none").column_names == ["id", "prediction", "model_version", "error"]
+
+
+def test_a_small_csv_is_typed_from_all_its_rows(tmp_path):
+    """Integers for more than pyarrow's first 1 MB block, then a decimal: a float column, not a failed read."""
+    from mlplatform.serve.batch import _stream
+
+    n = 120_000
+    lines = ["id,a,b"] + [f"{i},{i % 7},1" for i in range(n)] + [f"{n},0.5,1"]
+    (tmp_path / "late.csv").write_text("\n".join(lines) + "\n")
+    batches = list(_stream(str(tmp_path / "late.csv"), "csv", ["id", "a", "b"], batch_rows=65_536))
+    assert sum(b.num_rows for b in batches) == n + 1 and batches[-1]["a"][-1].as_py() == 0.5

@@ -233,10 +233,11 @@ def _open_csv(f: Any) -> Any:
 
 
 def _stream(path: str, kind: str, columns: list[str], batch_rows: int) -> Iterator[pa.Table]:
-    """The input's `columns`, batch by batch, typed as Ray Data's readers type them (both are pyarrow's); an
-    input without rows gives one empty batch, so that the output still says what its columns are."""
+    """The input's `columns`, batch by batch, as pyarrow types them (a CSV of up to `SMALL_INPUT_BYTES` from all
+    its rows; a larger one from its first block, as Ray Data's reader does); an input without rows gives one
+    empty batch, so that the output still says what its columns are."""
     fs, inner = filesystem(path)
-    batches = _csv_batches(fs, inner) if kind == "csv" else _parquet_batches(fs, inner, columns, batch_rows)
+    batches = _csv_batches(fs, inner, batch_rows) if kind == "csv" else _parquet_batches(fs, inner, columns, batch_rows)
     first = next(batches, None)  # each file's first batch is an empty one that carries its schema
     if first is None:
         return
@@ -249,11 +250,26 @@ def _stream(path: str, kind: str, columns: list[str], batch_rows: int) -> Iterat
         yield pa.Table.from_batches([first]).select(columns)
 
 
-def _csv_batches(fs: Any, inner: str) -> Iterator[pa.RecordBatch]:
+def _csv_batches(fs: Any, inner: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    import pyarrow.csv as pacsv
+
     with fs.open_input_stream(inner, compression="detect") as f:
+        if (fs.get_file_info(inner).size or 0) <= SMALL_INPUT_BYTES:
+            # Read whole, so column types are inferred from every row (a column of integers with one decimal
+            # further down is a float column, not a failed read), then scored batch by batch.
+            table = pacsv.read_csv(f)
+            yield pa.RecordBatch.from_pylist([], schema=table.schema)
+            yield from table.to_batches(max_chunksize=batch_rows)
+            return
         reader = _open_csv(f)
         yield pa.RecordBatch.from_pylist([], schema=reader.schema)
-        yield from reader
+        try:
+            yield from reader
+        except pa.ArrowInvalid as exc:
+            raise DataContractError(
+                f"{inner}: {exc} (a CSV this large streams, so each column's type comes from its first 1 MB: "
+                "write the column the same way throughout, or convert the file to Parquet)"
+            ) from None
 
 
 def _parquet_batches(fs: Any, inner: str, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
