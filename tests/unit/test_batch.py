@@ -145,3 +145,25 @@ def test_a_small_csv_is_typed_from_all_its_rows(tmp_path):
     (tmp_path / "late.csv").write_text("\n".join(lines) + "\n")
     batches = list(_stream(str(tmp_path / "late.csv"), "csv", ["id", "a", "b"], batch_rows=65_536))
     assert sum(b.num_rows for b in batches) == n + 1 and batches[-1]["a"][-1].as_py() == 0.5
+
+
+def test_a_parquet_folder_is_read_as_ray_data_reads_it(tmp_path):
+    """Only .parquet files, hidden and `_` entries skipped, hive partition folders giving a column (a feature
+    here) — what Ray Data's reader does, so both paths see the same input; an empty folder has no columns."""
+    import pyarrow.parquet as pq
+    from mlplatform.serve.batch import _columns, _stream
+
+    for day in (1, 2):
+        (tmp_path / "in" / f"day={day}").mkdir(parents=True)
+        pq.write_table(
+            pa.table({"id": [day * 10, day * 10 + 1], "a": [0.5, 1.5]}), tmp_path / "in" / f"day={day}" / "p.parquet"
+        )
+    (tmp_path / "in" / "_SUCCESS").write_text("")
+    (tmp_path / "in" / "notes.txt").write_text("not a table")
+    (tmp_path / "in" / ".staging").mkdir()
+    pq.write_table(pa.table({"id": [99], "a": [9.0]}), tmp_path / "in" / ".staging" / "p.parquet")
+    assert _columns(str(tmp_path / "in"), "parquet") == ["id", "a", "day"]
+    table = pa.concat_tables(_stream(str(tmp_path / "in"), "parquet", ["id", "a", "day"], batch_rows=100))
+    assert table.to_pydict() == {"id": [10, 11, 20, 21], "a": [0.5, 1.5, 0.5, 1.5], "day": [1, 1, 2, 2]}
+    (tmp_path / "empty").mkdir()
+    assert _columns(str(tmp_path / "empty"), "parquet") == []

@@ -205,14 +205,27 @@ def _read(path: str, kind: str) -> Any:
     return reader(path, filesystem=fs, num_cpus=READ_CPUS)
 
 
-def _parquet_files(fs: Any, inner: str) -> list[str]:
-    """The Parquet files of a file or folder input, in name order (hidden and ``_`` files skipped, as Ray does)."""
+def _parquet_dataset(fs: Any, inner: str) -> Any:
+    """A Parquet file or folder as Ray Data's reader sees it: the ``.parquet`` files (hidden and ``_`` files
+    skipped) in path order, with hive partition columns (``day=3/``) as columns."""
+    import pyarrow.dataset as pads
     import pyarrow.fs as pafs
 
+    # pre_buffer (pyarrow's default) keeps every row group it read until the file is closed: 3.2 GiB of memory
+    # to stream a 3 GiB file (2026-11-28).
+    options = pads.ParquetFragmentScanOptions(pre_buffer=False)
+    parquet = pads.ParquetFileFormat(default_fragment_scan_options=options)
     if fs.get_file_info(inner).type != pafs.FileType.Directory:
-        return [inner]
+        return pads.dataset(inner, filesystem=fs, format=parquet)
     found = fs.get_file_info(pafs.FileSelector(inner, recursive=True))
-    return sorted(f.path for f in found if f.type == pafs.FileType.File and not f.base_name.startswith((".", "_")))
+    files = sorted(
+        f.path
+        for f in found
+        if f.type == pafs.FileType.File
+        and f.base_name.lower().endswith(".parquet")
+        and not any(part.startswith((".", "_")) for part in f.path[len(inner) :].split("/") if part)
+    )
+    return pads.dataset(files, filesystem=fs, format=parquet, partitioning="hive", partition_base_dir=inner)
 
 
 def _columns(path: str, kind: str) -> list[str]:
@@ -221,8 +234,7 @@ def _columns(path: str, kind: str) -> list[str]:
     if kind == "csv":
         with fs.open_input_stream(inner, compression="detect") as f:
             return _open_csv(f).schema.names
-    files = _parquet_files(fs, inner)
-    return pq.read_schema(files[0], filesystem=fs).names if files else []
+    return _parquet_dataset(fs, inner).schema.names
 
 
 def _open_csv(f: Any) -> Any:
@@ -273,13 +285,13 @@ def _csv_batches(fs: Any, inner: str, batch_rows: int) -> Iterator[pa.RecordBatc
 
 
 def _parquet_batches(fs: Any, inner: str, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    for file in _parquet_files(fs, inner):
-        with fs.open_input_file(file) as f:
-            # pre_buffer (pyarrow's default) keeps every row group it read until the file is closed: 3.2 GiB of
-            # memory for a 3 GiB file against 55 MiB without, and no slower here (2026-11-28).
-            parquet = pq.ParquetFile(f, pre_buffer=False)
-            yield pa.RecordBatch.from_pylist([], schema=parquet.schema_arrow)
-            yield from parquet.iter_batches(batch_size=batch_rows, columns=columns)
+    dataset = _parquet_dataset(fs, inner)
+    yield pa.RecordBatch.from_pylist([], schema=dataset.schema)
+    # In path order, each file in order. Read-ahead kept short and single-threaded: with the defaults (16 batches,
+    # 4 files, threads) 790 MiB of a 3 GiB file waited for the scorer; so 160 MiB, at the same speed (2026-11-28).
+    yield from dataset.to_batches(
+        columns=columns, batch_size=batch_rows, batch_readahead=2, fragment_readahead=1, use_threads=False
+    )
 
 
 def _in_process(size: int, distributed: bool, gpus: float) -> bool:
