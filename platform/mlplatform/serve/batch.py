@@ -250,7 +250,7 @@ def _stream(path: str, kind: str, columns: list[str], batch_rows: int) -> Iterat
     empty batch, so that the output still says what its columns are."""
     fs, inner = filesystem(path)
     batches = _csv_batches(fs, inner, batch_rows) if kind == "csv" else _parquet_batches(fs, inner, columns, batch_rows)
-    first = next(batches, None)  # each file's first batch is an empty one that carries its schema
+    first = next(batches, None)  # both readers first yield an empty batch that carries the input's schema
     if first is None:
         return
     given = False
