@@ -22,7 +22,7 @@ import mlplatform
 from mlplatform import cluster
 from mlplatform.config import load_config
 from mlplatform.errors import ConfigError, JobFailedError, PlatformError, PlatformNotRunningError
-from mlplatform.pipeline import JobOptions, config_model, run_job
+from mlplatform.job_configs import JobOptions, config_model
 from mlplatform.registry import git_commit
 from mlplatform.settings import (
     MLFLOW_TRACKING_URI,
@@ -107,6 +107,8 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
         return 2
     _connect()
     try:
+        from mlplatform.pipeline import run_job  # the steps: Ray Tune, Serve, MLflow (not needed to submit)
+
         run_job(
             job,
             cfg,

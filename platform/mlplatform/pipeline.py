@@ -10,27 +10,22 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
-
-from pydantic import BaseModel, model_validator
 
 from mlplatform import registry
 from mlplatform.cluster import quiet_ray_data
-from mlplatform.config import StrictModel, load_config
-from mlplatform.data.config import DataConfig
 from mlplatform.data.ingest import DatasetVersion, ingest, load_version
 from mlplatform.errors import ConfigError, PlatformError, RolloutFailedError
-from mlplatform.monitor.config import MonitorConfig, parse_duration
+from mlplatform.job_configs import JobOptions, MonitorJobConfig, PipelineConfig, RolloutJobConfig, config_model
+from mlplatform.monitor.config import parse_duration
 from mlplatform.monitor.loop import PassResult, Retrained, run_loop
 from mlplatform.monitor.online import log_judge
-from mlplatform.release.config import DeployConfig, RolloutConfig
+from mlplatform.release.config import RolloutConfig
 from mlplatform.release.deploy import Deployment, deploy
 from mlplatform.release.rollout import RolloutResult, cluster_stats, run_rollout
 from mlplatform.release.traffic import TrafficControl
 from mlplatform.serve.batch import BatchResult, parse_model_ref, score
 from mlplatform.settings import platform_home
-from mlplatform.train.config import TrainConfig
 from mlplatform.train.register import RegisteredVersion, config_hash, log_and_register, open_search
 from mlplatform.train.search import (
     check_table,
@@ -46,7 +41,7 @@ __all__ = [
     "PipelineConfig",
     "RolloutJobConfig",
     "MonitorJobConfig",
-    "JOBS",
+    "STEPS",
     "JobOptions",
     "run_job",
     "config_model",
@@ -59,62 +54,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class PipelineConfig(StrictModel):
-    """ingest → train → deploy: the config of jobs/pipeline.py and of each step's job."""
-
-    data: DataConfig
-    train: TrainConfig | None = None
-    deploy: DeployConfig | None = None
-
-
-class RolloutJobConfig(StrictModel):
-    """The config of jobs/rollout.py."""
-
-    rollout: RolloutConfig
-
-
-class MonitorJobConfig(StrictModel):
-    """The config of jobs/monitor.py (`mlplatform monitor`): the loop, and the data and training it retrains with.
-
-    ``pipeline: <file>`` takes `data` and `train` from a pipeline config (the one that trained the champion),
-    so both stay one file; sections given here win.
-    """
-
-    monitor: MonitorConfig
-    pipeline: str | None = None
-    data: DataConfig
-    train: TrainConfig
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_pipeline(cls, data: Any) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("pipeline"), str):
-            try:
-                base = load_config(data["pipeline"], PipelineConfig)
-            except ConfigError as exc:
-                raise ValueError(f"pipeline {data['pipeline']}: {exc}") from None
-            data = {
-                **{k: getattr(base, k).model_dump() for k in ("data", "train") if getattr(base, k) is not None},
-                **data,
-            }
-        return data
-
-
-@dataclass(frozen=True)
-class JobOptions:
-    """Command-line options of a job beyond its config."""
-
-    #: train/pipeline: finish the latest interrupted search of this config and dataset; rollout: continue the
-    #: interrupted rollout of the config's application.
-    resume: bool = False
-    #: rollout: continue the interrupted rollout of this application, with the config it started with.
-    resume_app: str | None = None
-    #: monitor: repeat the pass this often (e.g. "10m"); None: one pass.
-    every: str | None = None
-    #: monitor: retrain even if nothing fired.
-    force: bool = False
 
 
 def _table(rows: list[list[Any]], header: list[str]) -> str:
@@ -382,21 +321,15 @@ def predict_step(
     return result
 
 
-JOBS: dict[str, tuple[type[BaseModel], Callable[[Any], Any]]] = {
-    "ingest": (PipelineConfig, ingest_step),
-    "train": (PipelineConfig, train_step),
-    "deploy": (PipelineConfig, deploy_step),
-    "pipeline": (PipelineConfig, pipeline),
-    "rollout": (RolloutJobConfig, rollout_step),
-    "monitor": (MonitorJobConfig, monitor_step),
+#: Each job's step (its config model is `mlplatform.job_configs.JOB_CONFIGS[job]`).
+STEPS: dict[str, Callable[[Any, JobOptions], Any]] = {
+    "ingest": ingest_step,
+    "train": train_step,
+    "deploy": deploy_step,
+    "pipeline": pipeline,
+    "rollout": rollout_step,
+    "monitor": monitor_step,
 }
-
-
-def config_model(job: str) -> type[BaseModel]:
-    """The config model of a job's YAML file."""
-    if job not in JOBS:
-        raise ConfigError(f"unknown job {job!r}; choose one of {sorted(JOBS)}")
-    return JOBS[job][0]
 
 
 def run_job(name: str, cfg: Any, opts: JobOptions = JobOptions()) -> Any:
@@ -407,4 +340,4 @@ def run_job(name: str, cfg: Any, opts: JobOptions = JobOptions()) -> Any:
     if not ray.is_initialized():
         ray.init()  # inside `ray job submit` this joins the job's cluster; alone it starts a local one
     quiet_ray_data()
-    return JOBS[name][1](cfg, opts)
+    return STEPS[name](cfg, opts)

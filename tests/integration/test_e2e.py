@@ -492,6 +492,7 @@ def test_a_version_that_cannot_serve_gets_no_traffic(served, platform_env, monke
             name="model",
             registered_model_name="churn",
             signature=infer_signature(x, booster.inplace_predict(x.to_numpy())),
+            pip_requirements=mlflow.xgboost.get_default_pip_requirements(),  # not inferred: a Python start, 3 s
         )
     broken = str(info.registered_model_version)
     out = cli("traffic", "set", "churn", "v1=80", "v2=10", f"v{broken}=10", env=platform_env, check=False)

@@ -138,8 +138,8 @@ def ingest_with(
     from mlplatform.data import ingest as ingest_module
     from ray.data import DataContext
 
-    small_bytes = ingest_module.SMALL_INPUT_BYTES
-    ingest_module.SMALL_INPUT_BYTES = small_bytes if small else 0
+    decide = ingest_module.ingest_in_process
+    ingest_module.ingest_in_process = lambda size: small
     ray.init(**{"address": "local", **init}, include_dashboard=False, logging_level="ERROR")
     try:
         if block_bytes:
@@ -152,7 +152,7 @@ def ingest_with(
         return version.fingerprint, table, quarantine.sort_values(list(quarantine.columns), ignore_index=True)
     finally:
         DataContext.get_current().target_max_block_size = DataContext().target_max_block_size
-        ingest_module.SMALL_INPUT_BYTES = small_bytes
+        ingest_module.ingest_in_process = decide
         ray.shutdown()
 
 

@@ -80,7 +80,7 @@ from mlplatform.config import load_config
 from mlplatform.data import ingest as ingest_module
 from mlplatform.data.ingest import ingest
 from mlplatform.pipeline import PipelineConfig
-ingest_module.SMALL_INPUT_BYTES = 0
+ingest_module.ingest_in_process = lambda size: False
 cfg = load_config(sys.argv[1], PipelineConfig).data.model_copy(update={"name": "killed"})
 ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
 ingest(cfg)

@@ -21,7 +21,7 @@ AGGS = [
 
 
 def _aggregate_partition(rows: pd.DataFrame, key: str, aggs: list[_Agg]) -> pd.DataFrame:
-    return _partition(rows, key, pa.int64(), aggs).to_pandas()
+    return _partition(pa.Table.from_pandas(rows, preserve_index=False), key, pa.int64(), aggs).to_pandas()
 
 
 def wide(seed: int = 0) -> pd.DataFrame:

@@ -100,3 +100,12 @@ def test_patterns_timestamps_and_freshness():
         FieldSpec(type="str", pattern="([")
     with pytest.raises(ValidationError, match="max_age_days applies to timestamp"):
         FieldSpec(type="int", max_age_days=3)
+
+
+def test_a_parquet_bool_column_is_not_a_float_either():
+    import pyarrow as pa
+    from mlplatform.data.local import as_pandas
+
+    fields = {"d": FieldSpec(type="float")}
+    out = validate_batch(as_pandas(pa.table({"d": pa.array([True, None])})), fields)
+    assert out[REASON].tolist() == ["d: expected float, got True", "d: missing"]

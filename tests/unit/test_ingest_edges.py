@@ -42,9 +42,10 @@ def test_a_folder_source_skips_and_reports_hidden_files(tmp_path):
 
 def test_lines_split_on_newline_only():
     data = '{"t": "a\u2028b"}\r\n{"t": "c\u0085d"}\n\n{"t": "f"}'.encode()
-    lines = split_lines(data)
+    lines = split_lines(data).to_pylist()
     assert lines == ['{"t": "a\u2028b"}', '{"t": "c\u0085d"}', "", '{"t": "f"}']
-    assert split_lines(b"x\n") == ["x"] and split_lines(b"") == []
+    assert split_lines(b"x\n").to_pylist() == ["x"] and split_lines(b"").to_pylist() == []
+    assert split_lines(b"a\r\r\n\r\nb\n\n").to_pylist() == ["a\r", "", "b", ""]
     fields = {"t": FieldSpec(type="str")}
     parsed = parse_json_lines(pd.Series(lines), fields)
     assert parsed["t"].tolist()[:2] == ["a\u2028b", "c\u0085d"]  # one record each, not two broken ones

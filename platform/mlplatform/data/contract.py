@@ -148,8 +148,8 @@ def _cast(raw: pd.Series, spec: FieldSpec) -> tuple[pd.Series, np.ndarray]:
     if spec.type == "int":
         return _integers(raw)
     if spec.type == "float":
-        if raw.dtype == bool:
-            return raw.astype("float64"), np.ones(len(raw), dtype=bool)
+        if pd.api.types.is_bool_dtype(raw.dtype):  # numpy's bool and Arrow's (a Parquet bool column)
+            return pd.Series(np.nan, index=raw.index, dtype="float64"), np.ones(len(raw), dtype=bool)
         num = pd.to_numeric(raw, errors="coerce").astype("float64")
         bad = num.isna().to_numpy() | ~np.isfinite(num.fillna(0).to_numpy())
         if _mixed(raw):  # a JSON boolean is not a number even though Python says so
@@ -180,9 +180,11 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec], now: fl
         as JSON for bad ones, "" otherwise). Same number of rows as `batch`.
     """
     n = len(batch)
-    reasons = (
-        batch[REASON].fillna("").astype(str).to_numpy(dtype=object) if REASON in batch else np.full(n, "", dtype=object)
-    )
+    if REASON in batch:  # str reasons from a parser ("" for none)
+        given = batch[REASON].to_numpy(dtype=object)
+        reasons = np.where(pd.isna(given), "", given).astype(object)
+    else:
+        reasons = np.full(n, "", dtype=object)
     # A record that could not even be parsed keeps that one reason instead of one per missing field.
     unparsed = reasons != ""
     out: dict[str, Any] = {}
@@ -248,10 +250,12 @@ def validate_batch(batch: pd.DataFrame, fields: Mapping[str, FieldSpec], now: fl
             rows = raw.where(raw.notna(), None).to_dict("records")  # NaN is not JSON: null
             records[bad] = [json.dumps(r, default=_json_default) for r in rows]
     frame = pd.DataFrame(out, index=batch.index)
-    frame[REASON] = reasons.astype(str)
-    frame[RECORD] = records.astype(str)
+    # Object columns of str, as they are: numpy's str arrays are as wide as their longest value (a 150-character
+    # record made 2 M rows of reasons 1.2 GB).
+    frame[REASON] = pd.Series(reasons, index=batch.index, dtype=object)
+    frame[RECORD] = pd.Series(records, index=batch.index, dtype=object)
     if FILE in batch:
-        frame[FILE] = batch[FILE].astype(str).to_numpy()
+        frame[FILE] = batch[FILE].astype(str).array  # as it is: no numpy round trip of a long column
     return frame.reset_index(drop=True)
 
 

@@ -14,6 +14,7 @@ approximating Ray's behaviour.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -24,11 +25,55 @@ import pyarrow.parquet as pq
 
 from mlplatform.data.version import filesystem
 
-__all__ = ["LocalDataset", "as_pandas", "read_parquet", "with_path", "SMALL_INPUT_BYTES"]
+__all__ = [
+    "LocalDataset",
+    "as_pandas",
+    "read_parquet",
+    "with_path",
+    "SMALL_INPUT_BYTES",
+    "one_node",
+    "available_memory",
+    "ingest_in_process",
+]
 
 #: Inputs up to this many bytes are "small": ingest, the training read, batch scoring and drift read them in the
 #: job's own process instead of through Ray Data, whose start-up per operation costs more than their work.
 SMALL_INPUT_BYTES = 64 * 1024 * 1024
+#: An ingest in one process holds up to about this many times its input in memory (measured: 3.2 GB at the peak
+#: for 267 MB of demo-shaped input, 12x); a bigger input than the node's free memory allows goes through Ray Data,
+#: which streams it.
+INGEST_MEMORY_FACTOR = 16
+
+
+def one_node() -> bool:
+    """Whether the Ray cluster this process is connected to is one node: Ray Data would only spread the work over
+    the cores of the process's own machine, paying its fixed costs per operation and a shuffle for it."""
+    import ray
+
+    return sum(1 for node in ray.nodes() if node.get("Alive")) == 1
+
+
+def available_memory() -> int:
+    """Bytes of memory this machine (or its container's limit) has available now."""
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        with open("/proc/meminfo") as f:
+            free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+        with open("/sys/fs/cgroup/memory.max") as f:
+            limit = f.read().strip()
+        if limit != "max":
+            with open("/sys/fs/cgroup/memory.current") as f:
+                free = min(free, int(limit) - int(f.read().strip()))
+    except (OSError, StopIteration, ValueError):
+        pass
+    return free
+
+
+def ingest_in_process(size: int) -> bool:
+    """Whether an ingest of `size` input bytes runs in this process: a small input always; a bigger one on a
+    one-node cluster when the memory available holds `INGEST_MEMORY_FACTOR` times the input (on 2 cores, 500 000
+    demo customers took 44 s through Ray Data and 18 s here)."""
+    return size <= SMALL_INPUT_BYTES or (one_node() and size * INGEST_MEMORY_FACTOR <= available_memory())
 
 
 def as_pandas(table: pa.Table) -> pd.DataFrame:
@@ -41,7 +86,7 @@ def as_pandas(table: pa.Table) -> pd.DataFrame:
 
 def with_path(table: pa.Table, path: str) -> pa.Table:
     """`table` with its file in a ``path`` column, as Ray Data's ``include_paths`` adds it."""
-    return table.append_column("path", pa.array([path] * table.num_rows, pa.string()))
+    return table.append_column("path", pa.repeat(pa.scalar(path, pa.string()), table.num_rows))
 
 
 def read_parquet(

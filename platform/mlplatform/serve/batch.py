@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from mlplatform import registry
-from mlplatform.data.local import SMALL_INPUT_BYTES
+from mlplatform.data.local import SMALL_INPUT_BYTES, one_node
 from mlplatform.data.schema import SCHEMA_FILE, InputSchema
 from mlplatform.data.version import filesystem, load_version
 from mlplatform.errors import ConfigError, DataContractError, PlatformError
@@ -299,11 +299,7 @@ def _in_process(size: int, distributed: bool, gpus: float) -> bool:
     pool only adds Ray Data's fixed costs on the same cores). GPU scoring is always a pool of GPU actors."""
     if distributed or gpus:
         return False
-    if size <= SMALL_INPUT_BYTES:
-        return True
-    import ray
-
-    return sum(1 for node in ray.nodes() if node.get("Alive")) == 1
+    return size <= SMALL_INPUT_BYTES or one_node()
 
 
 def score_here(

@@ -201,7 +201,7 @@ def lines_table(fs: Any, path: str) -> pa.Table:
     from mlplatform.data.sources._lines import split_lines
 
     with fs.open_input_stream(path) as f:
-        return pa.table({"text": pa.array(split_lines(f.read()), pa.string())})
+        return pa.table({"text": split_lines(f.read())})
 
 
 def binary_table(fs: Any, path: str) -> pa.Table:
