@@ -463,6 +463,25 @@ def _aggregate_partition(batch: pa.Table, key: str, key_type: pa.DataType, aggs:
     return pa.table(out)
 
 
+def _aggregate_apart(parts: list[pa.Table], key: str, key_type: pa.DataType, aggs: list[_Agg]) -> pa.Table:
+    """`_aggregate_partition` of the in-process plan: each source's projected rows aggregated where they are, the
+    results joined to the label source's keys (the first part) — no wide table of nulls, no union.
+
+    The same values as the wide table's aggregation, to the bit: each aggregation reads the rows of one source
+    only, in the same canonical order. A key another source has no row of gets nulls here where the wide table
+    has 0 for a count or a sum; `_finalize` fills those with 0 either way (and keeps the label source's keys).
+    """
+    out = None
+    for part in parts:
+        agg = _aggregate_partition(part, key, key_type, [a for a in aggs if a.column in part.column_names])
+        out = agg if out is None else out.join(agg, key, join_type="left outer", use_threads=False)
+    assert out is not None
+    missing = [a.out for a in aggs if a.out not in out.column_names]  # a source none of whose files was readable
+    for name in missing:
+        out = out.append_column(name, pa.nulls(out.num_rows, pa.float64()))
+    return out
+
+
 def _floats(column: pa.ChunkedArray) -> np.ndarray:
     """A wide column (float64) as numpy, NaN where it is null."""
     return column.to_numpy(zero_copy_only=False).astype("float64", copy=False)
@@ -628,7 +647,7 @@ def _build(
     """Every step of an ingest after the version id is known; writes through `writer`, commits last."""
     features = cfg.feature_columns()
     reconciliation: dict[str, dict[str, int]] = {}
-    bad_parts, wide_parts, checked_by_source = [], [], {}
+    bad_parts, projected, checked_by_source = [], {}, {}
     plan = _wide_columns(cfg)
     all_columns = [wide for cols in plan.values() for wide, _ in cols]
     base = cfg.base_source
@@ -679,19 +698,18 @@ def _build(
         classes = categories.get(cfg.label, classes)
         if not source.features:
             categorical.update({n: c for n, c in categories.items() if n != cfg.label})
-        wide_parts.append(
-            checked.map_batches(
-                _project,
-                batch_format="pyarrow",
-                fn_kwargs={
-                    "key": cfg.key,
-                    "key_type": key_type,
-                    "mine": plan[source.name],
-                    "all_columns": all_columns,
-                    "categories": categories,
-                    "positive": (cfg.label, cfg.positive) if source is base and cfg.positive is not None else None,
-                },
-            )
+        projected[source.name] = checked.map_batches(
+            _project,
+            batch_format="pyarrow",
+            fn_kwargs={
+                "key": cfg.key,
+                "key_type": key_type,
+                "mine": plan[source.name],
+                # In this process each source is aggregated apart (`_aggregate_apart`): no null columns.
+                "all_columns": [wide for wide, _ in plan[source.name]] if small else all_columns,
+                "categories": categories,
+                "positive": (cfg.label, cfg.positive) if source is base and cfg.positive is not None else None,
+            },
         )
     if base.name not in checked_by_source:
         first = bad_files_by_source[base.name][0]
@@ -701,20 +719,23 @@ def _build(
         )
 
     t = time.time()
-    wide = _union(wide_parts)
-    aggregated = (
-        # A hash shuffle keeps every row of a key in one output block (Ray does not split those blocks;
-        # Ray's own map_groups relies on the same), so batch_size=None hands over whole keys. A small input
-        # is one block, which holds every key.
-        (wide if small else wide.repartition(_partitions(), keys=[cfg.key]))
-        .map_batches(
-            _aggregate_partition,
-            batch_size=None,
-            batch_format="pyarrow",
-            fn_kwargs={"key": cfg.key, "key_type": key_type, "aggs": _aggregations(cfg)},
+    if small:
+        parts = [projected[base.name].table, *(p.table for name, p in projected.items() if name != base.name)]
+        aggregated = LocalDataset(_aggregate_apart(parts, cfg.key, key_type, _aggregations(cfg)))
+    else:
+        aggregated = (
+            # A hash shuffle keeps every row of a key in one output block (Ray does not split those blocks;
+            # Ray's own map_groups relies on the same), so batch_size=None hands over whole keys.
+            _union(list(projected.values()))
+            .repartition(_partitions(), keys=[cfg.key])
+            .map_batches(
+                _aggregate_partition,
+                batch_size=None,
+                batch_format="pyarrow",
+                fn_kwargs={"key": cfg.key, "key_type": key_type, "aggs": _aggregations(cfg)},
+            )
+            .materialize()
         )
-        .materialize()
-    )
     # A key with more than one valid label record is ambiguous: all of its label records go to quarantine.
     duplicates = {
         _text(row[cfg.key]): int(row["__base_rows"])

@@ -272,5 +272,5 @@ class JsonLinesKind(SourceKind):
 
     def records(self, batch: pd.DataFrame, source: Any) -> pd.DataFrame:
         raw = parse_json_lines(batch["text"], source.fields)
-        raw[FILE] = batch["path"].astype(str).array
+        raw[FILE] = batch["path"].array
         return raw
