@@ -33,3 +33,12 @@ def test_groupby_count_union_and_an_empty_write(tmp_path):
     assert pd.read_parquet(tmp_path / "t")["k"].tolist() == ["x", "y", "x"]
     LocalDataset(pa.table({"k": pa.array([], pa.string())})).write_parquet(str(tmp_path / "q"), filesystem=fs)
     assert not (tmp_path / "q").exists()  # as Ray writes an empty dataset: nothing
+
+
+def test_a_small_input_ingests_here_without_asking_the_cluster_and_memory_is_read():
+    from mlplatform.data.local import SMALL_INPUT_BYTES, available_memory, ingest_in_process, with_path
+
+    assert ingest_in_process(SMALL_INPUT_BYTES)  # no Ray needed for the answer (none is running here)
+    assert 0 < available_memory() < 1 << 50
+    rows = with_path(pa.table({"a": [1, 2]}), "/data/x.csv")
+    assert pa.types.is_dictionary(rows["path"].type) and rows["path"].to_pylist() == ["/data/x.csv"] * 2

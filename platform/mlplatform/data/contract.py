@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 if TYPE_CHECKING:  # the contract reads a FieldSpec's attributes; the spec depends on the source kinds, which use this
     from mlplatform.data.config import FieldSpec
@@ -38,12 +40,26 @@ def _mixed(raw: pd.Series) -> bool:
     return raw.dtype == object
 
 
+#: Text that means "no value" (after trimming whitespace, in any case).
+_NULL_TEXT = ["", "nan", "null", "none"]
+
+
 def _is_null(raw: pd.Series) -> np.ndarray:
     null = raw.isna().to_numpy()
     if pd.api.types.is_numeric_dtype(raw.dtype) or pd.api.types.is_bool_dtype(raw.dtype):
         return null
+    if isinstance(raw.dtype, pd.ArrowDtype) and pa.types.is_string(raw.dtype.pyarrow_dtype):
+        text = pc.utf8_lower(pc.utf8_trim_whitespace(pa.array(raw.array)))  # Arrow text (CSV): no pandas copy
+        return null | pc.fill_null(pc.is_in(text, value_set=pa.array(_NULL_TEXT)), False).to_numpy(zero_copy_only=False)
+    if _mixed(raw):  # parsed JSON: only its strings can spell a missing value
+        values = raw.to_numpy()
+        texts = np.fromiter((type(v) is str for v in values), dtype=bool, count=len(values))
+        if texts.any():
+            null = null.copy()
+            null[texts] |= pd.Series(values[texts], dtype=object).str.strip().str.lower().isin(_NULL_TEXT).to_numpy()
+        return null
     as_str = raw.astype(str).str.strip()
-    return null | (as_str == "").to_numpy() | as_str.str.lower().isin(["nan", "null", "none"]).to_numpy()
+    return null | as_str.str.lower().isin(_NULL_TEXT).to_numpy()
 
 
 def _epoch_seconds(text: pd.Series) -> pd.Series:
@@ -153,7 +169,7 @@ def _cast(raw: pd.Series, spec: FieldSpec) -> tuple[pd.Series, np.ndarray]:
         num = pd.to_numeric(raw, errors="coerce").astype("float64")
         bad = num.isna().to_numpy() | ~np.isfinite(num.fillna(0).to_numpy())
         if _mixed(raw):  # a JSON boolean is not a number even though Python says so
-            bad |= raw.map(lambda v: isinstance(v, bool)).to_numpy(dtype=bool)
+            bad |= np.fromiter((type(v) is bool for v in raw.to_numpy()), dtype=bool, count=len(raw))
         return num, bad
     if spec.type == "bool":
         low = raw.map(lambda v: str(v).strip().lower())

@@ -133,12 +133,15 @@ def _arrow(data: pa.Buffer, lines: int, schema: pa.Schema | None) -> tuple[pa.Ta
 
 def _pieces(lines: pa.Array, schema: pa.Schema | None) -> list[tuple[int, int, pa.Table | None]]:
     """The lines cut into (start, end, table) pieces: a table where pyarrow parsed them, None where each line goes
-    through `_slow` (the lines pyarrow refused, blank lines)."""
+    through `_slow` (the lines pyarrow refused, blank lines). Chunks of lines are parsed in threads (pyarrow
+    releases the GIL): a big input in the job's process uses the node's cores; a Ray block is one chunk."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     import numpy as np
 
-    out: list[tuple[int, int, pa.Table | None]] = []
-
-    def fast(first: int, stop: int) -> None:
+    def fast(first: int, stop: int) -> list[tuple[int, int, pa.Table | None]]:
+        out: list[tuple[int, int, pa.Table | None]] = []
         # The lines each with its \n, one after the other in one buffer: pyarrow reads any run of them in place.
         empty, newline = pa.scalar("", lines.type), pa.scalar("\n", lines.type)
         joined = pc.binary_join_element_wise(lines.slice(first, stop - first), empty, newline)
@@ -154,25 +157,28 @@ def _pieces(lines: pa.Array, schema: pa.Schema | None) -> list[tuple[int, int, p
             table, bad = _arrow(run(lo, hi), hi - lo, schema)
             if table is not None:
                 out.append((first + lo, first + hi, table))
-                return
+                break
             if bad is None:  # not located: these lines one by one
                 out.append((first + lo, first + hi, None))
-                return
+                break
             if bad:  # the lines before it parsed in this try (again alone: their own types)
                 out.append((first + lo, first + lo + bad, _arrow(run(lo, lo + bad), bad, schema)[0]))
             out.append((first + lo + bad, first + lo + bad + 1, None))
             lo += bad + 1
+        return out
 
     # pyarrow skips blank lines; json.loads refuses them (one bad record each).
     blank = np.flatnonzero(pc.equal(pc.utf8_trim_whitespace(lines), "").to_numpy(zero_copy_only=False)).tolist()
+    runs: list[tuple[int, int]] = []  # chunks to parse; (i, -1): the blank line i
     start = 0
     for stop in [*blank, len(lines)]:
-        for lo in range(start, stop, CHUNK_LINES):
-            fast(lo, min(stop, lo + CHUNK_LINES))
-        if stop < len(lines):
-            out.append((stop, stop + 1, None))
+        runs += [(lo, min(stop, lo + CHUNK_LINES)) for lo in range(start, stop, CHUNK_LINES)]
+        runs += [(stop, -1)] if stop < len(lines) else []
         start = stop + 1
-    return out
+    chunks = [r for r in runs if r[1] >= 0]
+    with ThreadPoolExecutor(max_workers=max(1, min(len(chunks), os.cpu_count() or 1))) as pool:
+        parsed = iter(list(pool.map(lambda r: fast(*r), chunks)))
+    return [piece for lo, hi in runs for piece in (next(parsed) if hi >= 0 else [(lo, lo + 1, None)])]
 
 
 #: A piece of one field's values: (Arrow values, None) from pyarrow, or (None, Python values) from `_slow`; and its
