@@ -440,7 +440,7 @@ def _aggregate_partition(batch: pa.Table, key: str, key_type: pa.DataType, aggs:
     would the content fingerprint. Here the rows an order-sensitive aggregation reads (sum, mean, std, slope,
     last) are put in a canonical order first — by key, then by their own values (time first, for a time
     series) — so every float is computed in the same order wherever it runs; rows that tie are equal values, so
-    their order changes no bit. Count, min and max do not depend on order. Vectorized: numpy sorts and pandas
+    their order changes no bit. Count, min and max do not depend on order. Vectorized: pyarrow's sort and pandas
     groupbys over the rows each aggregation reads, not a Python call per key.
     """
     if not batch.num_rows:
