@@ -53,7 +53,7 @@ def _is_null(raw: pd.Series) -> np.ndarray:
         return null | pc.fill_null(pc.is_in(text, value_set=pa.array(_NULL_TEXT)), False).to_numpy(zero_copy_only=False)
     if _mixed(raw):  # parsed JSON: only its strings can spell a missing value
         values = raw.to_numpy()
-        texts = np.fromiter((type(v) is str for v in values), dtype=bool, count=len(values))
+        texts = np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
         if texts.any():
             null = null.copy()
             null[texts] |= pd.Series(values[texts], dtype=object).str.strip().str.lower().isin(_NULL_TEXT).to_numpy()
