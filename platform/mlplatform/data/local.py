@@ -54,8 +54,12 @@ def one_node() -> bool:
 
 
 def available_memory() -> int:
-    """Bytes of memory this machine (or its container's limit) has available now."""
-    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    """Bytes of memory this machine (or its container's limit) has available now; 0 where it cannot be read."""
+    free = 0
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")  # free pages only (not on macOS)
+    except (ValueError, OSError, AttributeError):
+        pass
     try:
         with open("/proc/meminfo") as f:
             free = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
