@@ -371,3 +371,19 @@ def test_a_regression_takes_any_finite_number_as_its_label(tmp_path):
 def test_label_codes_by_task(value, task, expected):
     got = label_code(value, task, SPECIES)
     assert got == expected if isinstance(expected, float) else expected in got
+
+
+def test_the_log_read_in_process_as_drift_reads_it_names_each_rows_version(tmp_path):
+    """Drift's in-process read gives each row its file's path as a dictionary column (Ray Data's is text): the
+    version still comes from the partition folder."""
+    from mlplatform.data.local import read_parquet
+    from mlplatform.monitor.window import flatten_log
+
+    log, app = make(tmp_path)
+    for _ in range(5):
+        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})
+    assert log.flush() == 5
+    files = [str(p) for p in (tmp_path / "log").rglob("*.parquet")]
+    flat = flatten_log(read_parquet(files, columns=["request_id", "row", "features"], with_paths=True), None)
+    assert set(flat["version"].to_pylist()) == {"1", "2"} and flat.num_rows == 5
+    assert set(flat.column_names) >= {"request_id", "version", "label", *FEATURES}

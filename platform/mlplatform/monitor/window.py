@@ -291,7 +291,9 @@ def flatten_log(batch: pa.Table, labels: pa.Table | None) -> pa.Table:
             for i, f in enumerate(struct.type):
                 columns[f.name] = struct.field(i)
         elif name == "path":
-            columns["version"] = pc.extract_regex(col, r"version=(?P<v>[^/]+)").combine_chunks().field(0)
+            # Ray Data's paths are text; an in-process read's are a dictionary column (`with_path`).
+            text = col.cast(col.type.value_type) if pa.types.is_dictionary(col.type) else col
+            columns["version"] = pc.extract_regex(text, r"version=(?P<v>[^/]+)").combine_chunks().field(0)
         else:
             columns[name] = col
     flat = pa.table(columns)
