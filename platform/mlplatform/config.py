@@ -1,7 +1,7 @@
 """How every YAML file mlplatform reads becomes a typed config, with errors that name the file and the field.
 
 The config models live with the layer they configure (`mlplatform.data.config`, `mlplatform.train.config`,
-`mlplatform.serve.config`, `mlplatform.release.config`, `mlplatform.pipeline`); this module holds what they
+`mlplatform.serve.config`, `mlplatform.release.config`, `mlplatform.job_configs`); this module holds what they
 share: the strict base model, the YAML reader (which refuses duplicate keys) and the one way a pydantic
 validation error is told to a user.
 
