@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 if TYPE_CHECKING:  # the contract reads a FieldSpec's attributes; the spec depends on the source kinds, which use this
     from mlplatform.data.config import FieldSpec
 
-__all__ = ["REASON", "RECORD", "FILE", "validate_batch"]
+__all__ = ["REASON", "RECORD", "FILE", "INT64_RANGE", "validate_batch"]
 
 #: Column holding why a record was quarantined ("" when it passed).
 REASON = "__reason"
@@ -105,7 +105,8 @@ def _one_epoch(value: str) -> float:
 
 #: Decimal integers that always fit in 64 bits (19 digits may not).
 _SHORT_INT = r"[+-]?\d{1,18}"
-_INT64 = (-(2**63), 2**63 - 1)
+#: The values a 64-bit signed integer holds (an id outside them is not an int of the contract).
+INT64_RANGE = (-(2**63), 2**63 - 1)
 
 
 def _exact_int(value: Any) -> int | None:
@@ -129,7 +130,7 @@ def _exact_int(value: Any) -> int | None:
             except ValueError:
                 return None
             return _exact_int(as_float)
-    return number if _INT64[0] <= number <= _INT64[1] else None
+    return number if INT64_RANGE[0] <= number <= INT64_RANGE[1] else None
 
 
 def _integers(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:

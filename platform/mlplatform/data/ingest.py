@@ -35,7 +35,7 @@ import pyarrow.compute as pc
 from mlplatform.data import sources
 from mlplatform.data.config import DataConfig, SourceSpec
 from mlplatform.data.contract import FILE, REASON, RECORD, validate_batch
-from mlplatform.data.local import SMALL_INPUT_BYTES, LocalDataset, as_pandas, ingest_in_process, with_path
+from mlplatform.data.local import LocalDataset, as_pandas, ingest_in_process, with_path
 from mlplatform.data.profile import profile
 from mlplatform.data.version import (
     DatasetVersion,
@@ -50,7 +50,7 @@ from mlplatform.data.version import (
 )
 from mlplatform.errors import ConfigError, DataContractError
 
-__all__ = ["DatasetVersion", "ingest", "load_version", "SMALL_INPUT_BYTES"]  # the version types are re-exported
+__all__ = ["DatasetVersion", "ingest", "load_version"]  # the version types are re-exported
 
 log = logging.getLogger(__name__)
 

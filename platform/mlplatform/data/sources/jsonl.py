@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from mlplatform.data.contract import FILE, REASON, RECORD
+from mlplatform.data.contract import FILE, INT64_RANGE, REASON, RECORD
 from mlplatform.data.sources import Probe, SourceKind, lines_table, read_lines, register, utf8_problem
 
 #: Lines handed to pyarrow at once (its error names the row of the chunk where a bad line is).
@@ -35,7 +35,6 @@ _FAST_TYPES = {
 }
 #: The Python type of each fast Arrow type's values, as `json.loads` gives them.
 _PY_TYPE = {pa.int64(): int, pa.float64(): float, pa.string(): str, pa.bool_(): bool}
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 def _dig(obj: Any, path: list[str]) -> Any:
@@ -200,7 +199,7 @@ def _column(parts: list[_Part], declared: str, reparse: Any) -> pd.Series | pa.C
         (arrow_type,) = types
         py = _PY_TYPE[arrow_type]
         same = all(type(v) is py for v in slow)
-        if same and (py is not int or all(_INT64[0] <= v <= _INT64[1] for v in slow)):
+        if same and (py is not int or all(INT64_RANGE[0] <= v <= INT64_RANGE[1] for v in slow)):
             arrays: list[pa.Array] = []
             for a, values, _, _ in parts:
                 arrays += a.cast(arrow_type).chunks if a is not None else [pa.array(values, arrow_type)]
