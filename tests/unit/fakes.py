@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -122,6 +125,7 @@ class FakeHistory:
         self.beats: dict[tuple[str, str], float] = {}
         self.clock = clock
         self.before_claim = None  # a hook: another writer acting between a read and a claim
+        self.lock, self.locks = threading.Lock(), 0
 
     @property
     def events(self) -> list[Event]:
@@ -164,6 +168,12 @@ class FakeHistory:
 
     def heartbeats(self, app, *, tracking_uri=None) -> dict[str, float]:
         return {r: t for (a, r), t in self.beats.items() if a == app}
+
+    @contextmanager
+    def serve_config_lock(self, *, tracking_uri=None) -> Iterator[int]:
+        with self.lock:
+            self.locks += 1
+            yield self.locks
 
 
 class TrafficSim:

@@ -87,6 +87,26 @@ def test_a_version_that_cannot_deploy_gets_no_traffic_and_the_old_config_returns
     assert failed.status.startswith("failed: ") and "DEPLOY_FAILED" in failed.status
 
 
+def test_every_put_of_the_serve_config_holds_the_clusters_lock(world):
+    """Serve replaces every application with each PUT: a change to another application at the same moment
+    would be put back stale, so each put reads the others and writes under one cluster-wide lock."""
+    serve, _, history, control = world
+    held, put = [], serve.apply
+
+    def apply(config, **kwargs):
+        held.append(history.lock.locked())
+        return put(config, **kwargs)
+
+    serve.apply = apply
+    control.set_traffic("churn", {"1": 50, "2": 50})
+    control.set_traffic("churn", {"1": 50, "2": 40, "3": 10})  # a new version: two puts
+    serve.broken = {"4"}
+    with pytest.raises(PlatformError):
+        control.set_traffic("churn", {"1": 80, "2": 10, "4": 10})  # a failed version: its config put back
+    control.rollback("churn")
+    assert len(held) == 6 and all(held) and history.locks == 6
+
+
 def test_promote_moves_the_champion_and_keeps_the_previous_one(world):
     serve, registry, _, control = world
     event = control.promote("churn", "v2")

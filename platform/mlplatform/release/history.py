@@ -10,24 +10,48 @@ them a compare-and-set: of two writers that read the log at change `n-1` and bot
 exactly one succeeds; the other learns that the application changed since it read it. The control plane
 (`mlplatform.release.traffic`) builds its one path for every change on that. Rollouts keep a heartbeat in
 a tag (tags can change) so that a rollout whose process died can be told from one that is baking.
+
+One more run holds a lock on the cluster's whole Serve config (`serve_config_lock`): Serve replaces every
+application with each PUT, so two changes to *different* applications at once would otherwise each put back
+the other's stale config (one deploy deleting an application another deployed a moment before).
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import random
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from mlplatform.errors import ConflictError
 from mlplatform.registry import client as registry_client
 from mlplatform.settings import MLPLATFORM_SUBMITTED_BY
 
-__all__ = ["Event", "EXPERIMENT", "read", "claim", "settle", "heartbeat", "heartbeats", "who", "now"]
+__all__ = [
+    "Event",
+    "EXPERIMENT",
+    "read",
+    "claim",
+    "settle",
+    "heartbeat",
+    "heartbeats",
+    "serve_config_lock",
+    "who",
+    "now",
+]
 
 EXPERIMENT = "mlplatform-deployments"
 _EVENT, _STATUS, _HEARTBEAT = "event/", "status/", "mlplatform.heartbeat."
+_LOCK, _UNLOCK = "lock/", "unlock/"
+_APP_TAG, _LOCK_TAG = "mlplatform.app", "mlplatform.lock"
+#: A read of the Serve config and its PUT take well under a second, and each gives up after 30 s: a holder
+#: still holding after both timeouts died.
+LOCK_LEASE_S = 90.0
 
 
 def now() -> str:
@@ -114,7 +138,7 @@ def _experiment_id(client: Any, create: bool) -> str | None:
         return client.get_experiment_by_name(EXPERIMENT).experiment_id
 
 
-def _run_id(client: Any, app: str, create: bool) -> str | None:
+def _run_id(client: Any, app: str, create: bool, *, tag: str = _APP_TAG, prefix: str = "deployments") -> str | None:
     """The application's history run: the oldest run tagged with it (two writers creating it at once agree)."""
     exp_id = _experiment_id(client, create)
     if exp_id is None:
@@ -122,14 +146,14 @@ def _run_id(client: Any, app: str, create: bool) -> str | None:
 
     def oldest() -> str | None:
         runs = client.search_runs(
-            [exp_id], filter_string=f"tags.`mlplatform.app` = '{app}'", order_by=["start_time ASC"], max_results=5
+            [exp_id], filter_string=f"tags.`{tag}` = '{app}'", order_by=["start_time ASC"], max_results=5
         )
         return min(runs, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if runs else None
 
     found = oldest()
     if found is not None or not create:
         return found
-    mine = client.create_run(exp_id, run_name=f"deployments-{app}", tags={"mlplatform.app": app}).info.run_id
+    mine = client.create_run(exp_id, run_name=f"{prefix}-{app}", tags={tag: app}).info.run_id
     found = oldest()
     if found != mine:
         client.delete_run(mine)
@@ -232,3 +256,52 @@ def heartbeats(app: str, *, tracking_uri: str | None = None) -> dict[str, float]
         return {}
     tags = client.get_run(run_id).data.tags
     return {k[len(_HEARTBEAT) :]: float(v) for k, v in tags.items() if k.startswith(_HEARTBEAT)}
+
+
+@contextmanager
+def serve_config_lock(
+    *, tracking_uri: str | None = None, lease_s: float = LOCK_LEASE_S, wait_s: float = 120.0
+) -> Iterator[int]:
+    """Hold the cluster's Serve config for one read-edit-put of it, against every other mlplatform writer.
+
+    The lock is number `n` of a lock run: the write-once param ``lock/<n>`` taken (of two writers, one
+    succeeds), ``unlock/<n>`` when done. A holder that died is passed over once its lease ends; a live
+    one holds it for the length of one HTTP round trip to Serve. (`serve deploy` by hand does not take it.)
+
+    Yields:
+        The lock's number.
+
+    Raises:
+        ConflictError: another writer held it for all of `wait_s`.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = registry_client(tracking_uri)
+    run_id = _run_id(client, "serve-config", create=True, tag=_LOCK_TAG, prefix="lock")
+    me = {"by": who(), "id": uuid.uuid4().hex}
+    deadline = time.time() + wait_s
+    while True:
+        params = client.get_run(run_id).data.params
+        n = max((int(k[len(_LOCK) :]) for k in params if k.startswith(_LOCK)), default=0)
+        holder = json.loads(params[f"{_LOCK}{n:06d}"]) if n else {}
+        if n and f"{_UNLOCK}{n:06d}" not in params and holder.get("until", 0) > time.time():
+            if time.time() > deadline:
+                raise ConflictError(
+                    f"the cluster's Serve config has been held by {holder.get('by')} for {wait_s:.0f}s; try again"
+                )
+            time.sleep(0.05 + 0.1 * random.random())
+            continue
+        try:
+            client.log_param(run_id, f"{_LOCK}{n + 1:06d}", json.dumps({**me, "until": time.time() + lease_s}))
+        except MlflowException as exc:
+            if "Changing param values is not allowed" in str(exc):
+                continue  # another writer took number n + 1 first
+            raise
+        break
+    try:
+        yield n + 1
+    finally:
+        try:
+            client.log_param(run_id, f"{_UNLOCK}{n + 1:06d}", "1")
+        except MlflowException:
+            pass  # the lease ends it

@@ -28,6 +28,7 @@ import copy
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -87,6 +88,8 @@ class History(Protocol):
     def heartbeat(self, app: str, rollout_id: str, *, tracking_uri: str | None = None) -> None: ...
 
     def heartbeats(self, app: str, *, tracking_uri: str | None = None) -> dict[str, float]: ...
+
+    def serve_config_lock(self, *, tracking_uri: str | None = None) -> AbstractContextManager[int]: ...
 
 
 @dataclass(frozen=True)
@@ -441,11 +444,11 @@ class TrafficControl:
         if add:
             # New versions come up with no traffic first: one that fails to load must not get any, and the
             # config goes back to what served before so that Serve stops retrying it.
-            before = self.admin.apply(_config(app, app.policy.model_dump(mode="json", exclude_none=True), add, []))
+            before = self._put(_config(app, app.policy.model_dump(mode="json", exclude_none=True), add, []), app)
             try:
                 self.admin.wait(app.name, before, timeout=wait_timeout)
             except PlatformError as exc:
-                self.admin.wait(app.name, self.admin.apply(app.config), timeout=wait_timeout)
+                self.admin.wait(app.name, self._put(app.config, app), timeout=wait_timeout)
                 raise PlatformError(
                     f"version(s) {', '.join('v' + v for v in add)} of {app.args.model_name!r} failed to deploy, so "
                     f"{app.name!r} keeps its previous traffic: {exc}"
@@ -453,10 +456,16 @@ class TrafficControl:
             app = self.served(app.name)
         retire = [v for v in app.versions if v not in event.versions]
         if retire or parse_policy(event.policy(), app.versions) != app.policy:
-            before = self.admin.apply(_config(app, event.policy(), [], retire))
+            before = self._put(_config(app, event.policy(), [], retire), app)
             self.admin.wait(app.name, before, timeout=wait_timeout)
         if event.move_aliases:
             self.registry.set_aliases(app.args.model_name, event.move_aliases, tracking_uri=app.args.tracking_uri)
+
+    def _put(self, config: dict[str, Any], app: ServedApp) -> float:
+        """Put `app`'s new config, the cluster's other applications as they are now (under the config's lock:
+        a change to another application at the same moment must not be put back stale, nor ours by it)."""
+        with self.history.serve_config_lock(tracking_uri=app.args.tracking_uri):
+            return self.admin.apply(config)
 
     def _settle_pending(self, app: ServedApp, log: list[Event]) -> bool:
         """Deal with a change someone claimed and has not settled; True when the log may have moved since."""
@@ -636,7 +645,9 @@ class TrafficControl:
                 conflicts += 1
                 continue
             try:
-                self.admin.wait(name, self.admin.apply(config, http_options=http_options), timeout=wait_timeout)
+                with self.history.serve_config_lock(tracking_uri=uri):
+                    before = self.admin.apply(config, http_options=http_options)
+                self.admin.wait(name, before, timeout=wait_timeout)
             except PlatformError as exc:
                 self.history.settle(claimed, f"failed: {exc}", tracking_uri=uri)
                 raise
