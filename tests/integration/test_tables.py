@@ -1,12 +1,17 @@
 """Plain tables through the whole platform: ingest → search → registry → endpoint, on shapes the demo does not
 have. One CSV with a str key, a str label mapped by `positive:` and a str feature without `allowed`; a label
 table of key and label only, joined to a wide Parquet table taken as it is and to aggregated events. And a table
-no classifier can learn from, refused before any trial."""
+no classifier can learn from, refused before any trial.
+
+The module's jobs are submitted together at its start and run at once (as users' jobs do on one cluster): each
+test waits for its own. Four pipelines deploy four applications at the same moment, which the Serve config's
+lock keeps from deleting each other's."""
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -72,14 +77,36 @@ def write_job(name: str, data: dict, *, deploy: bool = True, **app_args) -> tupl
 
 @pytest.fixture(scope="module")
 def tables(platform_env):
+    """Every job of the module, submitted at once: name → (job id, what its test needs to check it)."""
     no_serve_apps(platform_env)  # other modules' endpoints hold CPU shares that the searches and scoring need
     home = Path(platform_env["MLPLATFORM_HOME"])
     folder = home / "data" / "tables"
     folder.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    yield platform_env, home, folder, written
+    submits, extras = {}, {}
+    for name, build in BUILDERS.items():
+        data, extras[name], job, app_args = build(home, folder)
+        config, serve = write_job(name, data, deploy=job == "pipeline", **app_args)
+        written += [config, serve]
+        submits[name] = ("submit", job, "--config", str(config.relative_to(ROOT)), "--no-wait")
+    with ThreadPoolExecutor(len(submits)) as pool:
+        outs = dict(zip(submits, pool.map(lambda a: cli(*a, env=platform_env).stdout, submits.values()), strict=True))
+    jobs = {name: (out.split("submitted ", 1)[1].split()[0], extras[name]) for name, out in outs.items()}
+    yield platform_env, home, folder, jobs
     for p in written:
         p.unlink(missing_ok=True)
+
+
+def ended(env: dict[str, str], job_id: str) -> tuple[str, str]:
+    """Wait for a job to end: (its status, its logs)."""
+    out = cli("jobs", "logs", job_id, "--follow", env=env)
+    return out.stderr.rsplit(": ", 1)[-1].strip(), out.stdout
+
+
+def succeeded(env: dict[str, str], job_id: str) -> str:
+    status, logs = ended(env, job_id)
+    assert status == "SUCCEEDED", logs[-4000:]
+    return logs
 
 
 def booster_score(home: Path, model: str, row: np.ndarray) -> float:
@@ -98,8 +125,7 @@ def latest_table(home: Path, name: str):
     return version, pd.read_parquet(version.table_path)
 
 
-def test_one_csv_with_str_key_str_label_and_a_categorical_trains_and_serves_raw_values(tables):
-    env, home, folder, written = tables
+def tumours(home: Path, folder: Path):
     rng = np.random.default_rng(1)
     n = 1500
     m = rng.normal(size=(n, 6))
@@ -129,10 +155,14 @@ def test_one_csv_with_str_key_str_label_and_a_categorical_trains_and_serves_raw_
             }
         ],
     }
-    config, serve = write_job("tumours", data)
-    written += [config, serve]
-    out = cli("submit", "pipeline", "--config", str(config.relative_to(ROOT)), env=env).stdout
-    assert "succeeded" in out and "1500 rows x 7 features" in out, out[-3000:]
+    return data, {"frame": frame}, "pipeline", {}
+
+
+def test_one_csv_with_str_key_str_label_and_a_categorical_trains_and_serves_raw_values(tables):
+    env, home, folder, jobs = tables
+    job_id, made = jobs["tumours"]
+    frame, n = made["frame"], len(made["frame"])
+    assert "1500 rows x 7 features" in succeeded(env, job_id)
 
     version, table = latest_table(home, "tumours")
     assert table["id"].str.startswith("T-").all() and len(table) == n  # the str key as it was
@@ -153,8 +183,7 @@ def test_one_csv_with_str_key_str_label_and_a_categorical_trains_and_serves_raw_
     assert r.status_code == 400 and "liver" in r.json()["error"] and "lung" in r.json()["error"]
 
 
-def test_a_label_table_joined_to_a_wide_table_and_aggregated_events(tables):
-    env, home, folder, written = tables
+def accounts(home: Path, folder: Path):
     rng = np.random.default_rng(2)
     n = 1200
     ids = np.arange(1, n + 1)
@@ -195,10 +224,14 @@ def test_a_label_table_joined_to_a_wide_table_and_aggregated_events(tables):
             },
         ],
     }
-    config, serve = write_job("accounts", data)
-    written += [config, serve]
-    out = cli("submit", "pipeline", "--config", str(config.relative_to(ROOT)), env=env).stdout
-    assert "succeeded" in out and f"{n} rows x 4 features" in out, out[-3000:]
+    return data, {"n": n, "tier": tier}, "pipeline", {}
+
+
+def test_a_label_table_joined_to_a_wide_table_and_aggregated_events(tables):
+    env, home, folder, jobs = tables
+    job_id, made = jobs["accounts"]
+    n, tier = made["n"], made["tier"]
+    assert f"{n} rows x 4 features" in succeeded(env, job_id)
 
     version, table = latest_table(home, "accounts")
     assert version.features == ["w1", "tier", "n_events", "spend"]
@@ -214,8 +247,7 @@ def test_a_label_table_joined_to_a_wide_table_and_aggregated_events(tables):
     assert np.float32(r.json()["predictions"][0]) == np.float32(expected)
 
 
-def test_a_table_of_one_class_is_refused_before_any_trial(tables):
-    env, home, folder, written = tables
+def one_class(home: Path, folder: Path):
     (folder / "one_class.csv").write_text("id,x,y\n" + "".join(f"{i},{i * 0.1},1\n" for i in range(1, 301)))
     data = {
         "name": "one_class",
@@ -231,17 +263,19 @@ def test_a_table_of_one_class_is_refused_before_any_trial(tables):
             }
         ],
     }
-    config, serve = write_job("one_class", data, deploy=False)
-    written += [config, serve]
-    out = cli("submit", "train", "--config", str(config.relative_to(ROOT)), env=env, check=False)
-    text = out.stdout + out.stderr
-    assert out.returncode != 0
+    return data, {}, "train", {}
+
+
+def test_a_table_of_one_class_is_refused_before_any_trial(tables):
+    env, home, folder, jobs = tables
+    status, text = ended(env, jobs["one_class"][0])
+    assert status == "FAILED"
     assert "label 'y' is 1 in all 300 rows" in text, text[-3000:]
     assert "Trial" not in text and "trial_id" not in text  # no search started
 
 
 def test_jobs_list_logs_and_stop(tables):
-    env, home, folder, written = tables
+    env, home, folder, jobs = tables
     config = ROOT / "jobs" / "configs" / "_test_tumours.yaml"
     out = cli("submit", "train", "--config", str(config.relative_to(ROOT)), "--no-wait", env=env).stdout
     job_id = out.split("submitted ", 1)[1].split()[0]
@@ -260,7 +294,7 @@ def test_the_run_records_its_ray_job(tables):
     from mlflow import MlflowClient
     from mlplatform.cluster import load_state
 
-    env, home, folder, written = tables
+    env, home, folder, jobs = tables
     url = load_state(home).mlflow_url
     client = MlflowClient(tracking_uri=url, registry_uri=url)
     run = client.get_run(client.get_model_version("tumours", "1").run_id)
@@ -271,20 +305,23 @@ def test_the_run_records_its_ray_job(tables):
 
 
 def test_a_version_is_reproduced_tree_for_tree(tables):
-    env, home, folder, written = tables
+    env, home, folder, jobs = tables
     out = cli("reproduce", "tumours/1", env=env).stdout
     assert "tumours v1 (binary, 20 rounds) retrained on tumours@" in out, out
     assert "same booster, tree for tree: yes" in out and "val_auc" in out
 
 
 def test_batch_scoring_scores_every_row_as_the_endpoint_does(tables):
-    env, home, folder, written = tables
+    env, home, folder, jobs = tables
     frame = pd.read_csv(folder / "tumours.csv")
     odd = frame.iloc[[0]].assign(id="T-99999", site="liver")  # a site training never saw: scored as an error
     pd.concat([frame, odd]).to_csv(folder / "to_score.csv", index=False)
     out_dir = home / "scores"
     args = ["predict", "--model", "tumours@champion", "--input", str(folder / "to_score.csv"), "--out", str(out_dir)]
-    out = cli(*args, env=env, timeout=300).stdout
+    # The small file is scored in the job's process; the actor pool that scores big ones must give the same file.
+    pooled = [*args[:-1], str(home / "scores-pooled"), "--distributed"]
+    with ThreadPoolExecutor(2) as pool:
+        out, out_pooled = pool.map(lambda a: cli(*a, env=env, timeout=300).stdout, [args, pooled])
     assert f"{len(frame) + 1} rows scored by tumours@champion (v1)" in out and "1 row(s) could not be scored" in out
     scores = pd.read_parquet(out_dir).set_index("id")
     assert len(scores) == len(frame) + 1 and (scores["model_version"] == "1").all()
@@ -298,13 +335,21 @@ def test_batch_scoring_scores_every_row_as_the_endpoint_does(tables):
     r = requests.post(f"{URL}/tumours/v1/models/tumours:predict", json=body, timeout=10)
     assert np.float32(scores.loc[raw["id"], "prediction"]) == np.float32(r.json()["predictions"][0])
 
-    # The small file was scored in the job's process; the actor pool that scores big ones gives the same file.
-    pooled = [*args[:-1], str(home / "scores-pooled"), "--distributed"]
-    assert "could not be scored" in cli(*pooled, env=env, timeout=300).stdout
+    assert "could not be scored" in out_pooled
     pd.testing.assert_frame_equal(pd.read_parquet(home / "scores-pooled").set_index("id").loc[scores.index], scores)
 
-    again = cli(*args, env=env, check=False, timeout=300)  # nothing is overwritten
-    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+    # Nothing is overwritten: refused before any Ray work (so here, in this process, rather than as a job).
+    from mlplatform.cluster import load_state
+    from mlplatform.errors import ConfigError
+    from mlplatform.serve.batch import parse_model_ref, score
+
+    with pytest.raises(ConfigError, match="already exists"):
+        score(
+            parse_model_ref("tumours@champion"),
+            str(folder / "to_score.csv"),
+            str(out_dir),
+            tracking_uri=load_state(home).mlflow_url,
+        )
 
 
 def _one_csv(name: str, home: Path, folder: Path, frame: pd.DataFrame, label: str, fields: dict, **top) -> dict:
@@ -319,9 +364,8 @@ def _one_csv(name: str, home: Path, folder: Path, frame: pd.DataFrame, label: st
     }
 
 
-def test_multiclass_trains_gates_and_serves_one_probability_per_class(tables):
+def iris(home: Path, folder: Path):
     """An iris-shaped table: four measurements and a species among three, named by their raw values."""
-    env, home, folder, written = tables
     rng = np.random.default_rng(3)
     n, species = 900, np.array(["setosa", "versicolor", "virginica"])
     which = rng.integers(0, 3, n)
@@ -329,10 +373,14 @@ def test_multiclass_trains_gates_and_serves_one_probability_per_class(tables):
     frame = pd.DataFrame({"id": np.arange(1, n + 1), **{f"f{j}": x[:, j] for j in range(4)}, "species": species[which]})
     fields = {"id": {"type": "int"}, **{f"f{j}": {"type": "float"} for j in range(4)}, "species": {"type": "str"}}
     data = _one_csv("iris", home, folder, frame, "species", fields, task="multiclass")
-    config, serve = write_job("iris", data, inference_log={"flush_s": 1})
-    written += [config, serve]
-    out = cli("submit", "pipeline", "--config", str(config.relative_to(ROOT)), env=env).stdout
-    assert "succeeded" in out and "val_mlogloss" in out, out[-3000:]
+    return data, {"species": species}, "pipeline", {"inference_log": {"flush_s": 1}}
+
+
+def test_multiclass_trains_gates_and_serves_one_probability_per_class(tables):
+    env, home, folder, jobs = tables
+    job_id, made = jobs["iris"]
+    species = made["species"]
+    assert "val_mlogloss" in succeeded(env, job_id)
 
     version, table = latest_table(home, "iris")
     assert version.manifest["task"] == "multiclass" and version.manifest["classes"] == list(species)
@@ -388,9 +436,8 @@ def test_multiclass_trains_gates_and_serves_one_probability_per_class(tables):
     assert not performance["drifted"] and "labelled accuracy" in performance["message"]
 
 
-def test_regression_trains_gates_and_serves_a_value(tables):
+def houses(home: Path, folder: Path):
     """A housing-shaped table: measurements, a categorical district and a price."""
-    env, home, folder, written = tables
     rng = np.random.default_rng(4)
     n = 900
     x = rng.normal(size=(n, 3))
@@ -405,10 +452,14 @@ def test_regression_trains_gates_and_serves_a_value(tables):
         "price": {"type": "float"},
     }
     data = _one_csv("houses", home, folder, frame, "price", fields)  # a float label: regression, inferred
-    config, serve = write_job("houses", data)
-    written += [config, serve]
-    out = cli("submit", "pipeline", "--config", str(config.relative_to(ROOT)), env=env).stdout
-    assert "succeeded" in out and "val_rmse" in out and "→ champion" in out, out[-3000:]
+    return data, {"frame": frame}, "pipeline", {}
+
+
+def test_regression_trains_gates_and_serves_a_value(tables):
+    env, home, folder, jobs = tables
+    frame = jobs["houses"][1]["frame"]
+    out = succeeded(env, jobs["houses"][0])
+    assert "val_rmse" in out and "→ champion" in out, out[-3000:]
 
     version, table = latest_table(home, "houses")
     assert version.manifest["task"] == "regression" and table["price"].dtype == np.float64
@@ -416,3 +467,29 @@ def test_regression_trains_gates_and_serves_a_value(tables):
     r = requests.post(f"{URL}/houses/v1/models/houses:predict", json={"instances": [raw]}, timeout=10)
     assert r.status_code == 200, r.text
     assert abs(r.json()["predictions"][0] - frame.iloc[5]["price"]) < 40  # a price, not a probability
+
+
+def test_applications_changed_at_once_keep_every_change(tables, monkeypatch):
+    """Serve replaces every application with each PUT: without the lock on its config, of two changes to two
+    applications made at the same moment one was put back by the other (in 3 rounds of 8, measured)."""
+    from mlplatform.cluster import load_state
+    from mlplatform.release.serve_api import ServeAdmin
+    from mlplatform.release.traffic import TrafficControl
+
+    env, home, folder, jobs = tables
+    state = load_state(home)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", state.mlflow_url)
+    apps = ["tumours", "accounts", "houses"]
+    control = {app: TrafficControl(ServeAdmin(state.dashboard_url)) for app in apps}
+    try:
+        for i in range(1, 4):
+            with ThreadPoolExecutor(len(apps)) as pool:
+                list(pool.map(lambda a, i=i: control[a].set_traffic(a, faults={"1": {"abort_percent": i}}), apps))
+            faults = {a: control[a].served(a).policy.faults.get("1") for a in apps}
+            assert all(f is not None and f.abort_percent == i for f in faults.values()), (i, faults)
+    finally:
+        for a in apps:
+            control[a].set_traffic(a, clear_faults=True)
+
+
+BUILDERS = {"tumours": tumours, "accounts": accounts, "one_class": one_class, "iris": iris, "houses": houses}

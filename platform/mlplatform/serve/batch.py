@@ -381,8 +381,8 @@ def score(
 
     kind, size = _input_kind(input_path)
     local = _in_process(size, distributed, gpus_per_actor)
-    source = None if local else _read(input_path, kind)
-    columns = _columns(input_path, kind) if source is None else source.schema().names
+    # From the header or footer, not Ray Data's schema(): that runs the read once more just to name the columns.
+    columns = _columns(input_path, kind)
     missing = [f for f in features if f not in columns]
     if missing:
         raise DataContractError(
@@ -420,7 +420,7 @@ def score(
     cores = int(ray.cluster_resources().get("CPU", 1))
     most = concurrency or max(1, min(cores, int((cores - READ_CPUS) // cpus_per_actor)))
     start = max(1, min(most, int((free - reserved) // cpus_per_actor + 1e-9)))
-    scored = source.select_columns(list(dict.fromkeys([key, *features]))).map_batches(
+    scored = _read(input_path, kind).select_columns(list(dict.fromkeys([key, *features]))).map_batches(
         _Scorer,
         fn_constructor_kwargs={
             "raw": raw,
@@ -437,15 +437,17 @@ def score(
         num_gpus=gpus_per_actor or None,
     )
     scored.write_parquet(out_inner, filesystem=out_fs)
-    written = ray.data.read_parquet(out_inner, filesystem=out_fs).select_columns(["error"])
-    tallies = written.map_batches(_tally, batch_format="pyarrow").take_all()
-    rows, errors = sum(t["rows"] for t in tallies), sum(t["errors"] for t in tallies)
+    rows, errors = _tally(out_fs, out_inner)
     return BatchResult(str(model), version, rows, errors, out_path, round(time.time() - started, 2))
 
 
-def _tally(batch: pa.Table) -> pa.Table:
-    """Rows and rows that could not be scored, in one written batch."""
-    return pa.table({"rows": [batch.num_rows], "errors": [batch.num_rows - batch["error"].null_count]})
+def _tally(fs: Any, inner: str) -> tuple[int, int]:
+    """Rows written, and rows that could not be scored, from the written files: their footers' row counts and
+    the `error` column's statistics (read only where a file has none), not a second Ray Data pass."""
+    import pyarrow.dataset as pads
+
+    written = _parquet_dataset(fs, inner)
+    return written.count_rows(), written.count_rows(filter=pads.field("error").is_valid())
 
 
 def _selector(path: str) -> Any:
