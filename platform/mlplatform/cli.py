@@ -24,6 +24,7 @@ from mlplatform.errors import ConfigError, PlatformError, PlatformNotRunningErro
 from mlplatform.serve.policy import normalize_version
 from mlplatform.serve.protocol import categories_of, curl_line, example_row
 from mlplatform.settings import MLPLATFORM_API_KEYS, platform_home
+from mlplatform.xgb import own_process
 
 __all__ = ["main", "build_parser"]
 
@@ -596,6 +597,7 @@ def _library_error(exc: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    own_process()
     try:
         return args.fn(args)
     except KeyboardInterrupt:

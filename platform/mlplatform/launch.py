@@ -31,6 +31,7 @@ from mlplatform.settings import (
     RAY_ADDRESS,
     platform_home,
 )
+from mlplatform.xgb import own_process
 
 __all__ = [
     "job_main",
@@ -82,6 +83,7 @@ def _connect() -> None:
 
 def job_main(job: str, argv: list[str] | None = None) -> int:
     """Entrypoint of jobs/<job>.py. Returns the process exit code."""
+    own_process()
     parser = argparse.ArgumentParser(prog=f"jobs/{job}.py")
     parser.add_argument("--config", help="YAML config of the job")
     parser.add_argument(
@@ -140,6 +142,8 @@ def predict_arguments(parser: argparse.ArgumentParser) -> None:
 def predict_main(argv: list[str] | None = None) -> int:
     """Entrypoint of jobs/predict.py: batch scoring of a file by a registered version. Returns the exit code."""
     from mlplatform.pipeline import predict_step
+
+    own_process()
 
     parser = argparse.ArgumentParser(prog="jobs/predict.py", description="score every row of a file")
     predict_arguments(parser)

@@ -189,9 +189,11 @@ def load_booster(uri: str, tracking_uri: str | None) -> Any:
     Raises:
         RegistryError: the model is not an XGBoost model.
     """
+    from mlplatform.xgb import xgboost as import_xgboost
+
+    xgboost = import_xgboost()  # before MLflow's flavor imports it with scikit-learn
     import mlflow
     import mlflow.xgboost
-    import xgboost
 
     _use_server(tracking_uri)
     model = mlflow.xgboost.load_model(uri)

@@ -137,7 +137,10 @@ class _Scorer:
         classes: list[str] | None = None,
     ):
         import ray
-        import xgboost as xgb
+
+        from mlplatform.xgb import xgboost
+
+        xgb = xgboost()
 
         self.booster = xgb.Booster()
         self.booster.load_model(bytearray(ray.get(raw) if isinstance(raw, ray.ObjectRef) else raw))
@@ -420,21 +423,25 @@ def score(
     cores = int(ray.cluster_resources().get("CPU", 1))
     most = concurrency or max(1, min(cores, int((cores - READ_CPUS) // cpus_per_actor)))
     start = max(1, min(most, int((free - reserved) // cpus_per_actor + 1e-9)))
-    scored = _read(input_path, kind).select_columns(list(dict.fromkeys([key, *features]))).map_batches(
-        _Scorer,
-        fn_constructor_kwargs={
-            "raw": raw,
-            "features": features,
-            "categories": categories,
-            "key": key,
-            "version": version,
-            "classes": classes,
-        },
-        batch_format="pyarrow",
-        batch_size=batch_rows,
-        compute=ray.data.ActorPoolStrategy(min_size=start, max_size=most),
-        num_cpus=cpus_per_actor,
-        num_gpus=gpus_per_actor or None,
+    scored = (
+        _read(input_path, kind)
+        .select_columns(list(dict.fromkeys([key, *features])))
+        .map_batches(
+            _Scorer,
+            fn_constructor_kwargs={
+                "raw": raw,
+                "features": features,
+                "categories": categories,
+                "key": key,
+                "version": version,
+                "classes": classes,
+            },
+            batch_format="pyarrow",
+            batch_size=batch_rows,
+            compute=ray.data.ActorPoolStrategy(min_size=start, max_size=most),
+            num_cpus=cpus_per_actor,
+            num_gpus=gpus_per_actor or None,
+        )
     )
     scored.write_parquet(out_inner, filesystem=out_fs)
     rows, errors = _tally(out_fs, out_inner)

@@ -29,7 +29,10 @@ CHECKPOINT_PATH_KEY = "checkpoint_path"
 def _worker(config: dict[str, Any]) -> None:
     """One Train worker: its shards → DMatrix → xgboost.train joined to the others by XGBoost's collective."""
     import ray.train
-    import xgboost as xgb
+
+    from mlplatform.xgb import xgboost
+
+    xgb = xgboost()
 
     params = dict(config["params"])
     task: Task = config["task"]
@@ -108,6 +111,10 @@ def dp_trial(
     import ray.data
     import ray.train
     from ray import tune
+
+    from mlplatform.xgb import xgboost
+
+    xgboost()  # before Ray Train's XGBoost integration imports it with scikit-learn
     from ray.train.xgboost import XGBoostTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 

@@ -115,9 +115,11 @@ def log_and_register(
     Returns:
         The registered versions (best first, with the aliases the gate gave them) and the gate's decision.
     """
+    from mlplatform.xgb import xgboost
+
+    xgb = xgboost()  # before MLflow's flavor imports it with scikit-learn
     import mlflow
     import mlflow.xgboost
-    import xgboost as xgb
     from mlflow.models import infer_signature
 
     ok = [o for o in outcomes if o.error is None and o.checkpoint_dir and data.task.metric in o.metrics]

@@ -72,7 +72,10 @@ def reproduce(name: str, version: str | None, alias: str | None, *, tracking_uri
     """
     import numpy as np
     import pyarrow.parquet as pq
-    import xgboost as xgb
+
+    from mlplatform.xgb import xgboost
+
+    xgb = xgboost()
 
     started = time.time()
     client = registry.client(tracking_uri)

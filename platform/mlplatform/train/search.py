@@ -203,8 +203,11 @@ def _trainable(
     """
     import time
 
-    import xgboost as xgb
     from ray import tune
+
+    from mlplatform.xgb import xgboost
+
+    xgb = xgboost()
 
     started = time.perf_counter()
     dtrain, dval, built = _matrices(table)
@@ -288,8 +291,9 @@ def _matrices(table: TableRef | TrainingData) -> tuple[Any, Any, bool]:
 
 
 def _build(data: TrainingData) -> tuple[Any, Any]:
-    import xgboost as xgb
+    from mlplatform.xgb import xgboost
 
+    xgb = xgboost()
     dtrain = xgb.DMatrix(data.x_train, label=data.y_train, feature_names=data.features)
     return dtrain, xgb.DMatrix(data.x_val, label=data.y_val, feature_names=data.features)
 
