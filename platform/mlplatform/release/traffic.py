@@ -444,11 +444,12 @@ class TrafficControl:
         if add:
             # New versions come up with no traffic first: one that fails to load must not get any, and the
             # config goes back to what served before so that Serve stops retrying it.
-            before = self._put(_config(app, app.policy.model_dump(mode="json", exclude_none=True), add, []), app)
+            policy = app.policy.model_dump(mode="json", exclude_none=True)
+            before = self._put(_config(app, policy, add, []), app.args.tracking_uri)
             try:
                 self.admin.wait(app.name, before, timeout=wait_timeout)
             except PlatformError as exc:
-                self.admin.wait(app.name, self._put(app.config, app), timeout=wait_timeout)
+                self.admin.wait(app.name, self._put(app.config, app.args.tracking_uri), timeout=wait_timeout)
                 raise PlatformError(
                     f"version(s) {', '.join('v' + v for v in add)} of {app.args.model_name!r} failed to deploy, so "
                     f"{app.name!r} keeps its previous traffic: {exc}"
@@ -456,16 +457,18 @@ class TrafficControl:
             app = self.served(app.name)
         retire = [v for v in app.versions if v not in event.versions]
         if retire or parse_policy(event.policy(), app.versions) != app.policy:
-            before = self._put(_config(app, event.policy(), [], retire), app)
+            before = self._put(_config(app, event.policy(), [], retire), app.args.tracking_uri)
             self.admin.wait(app.name, before, timeout=wait_timeout)
         if event.move_aliases:
             self.registry.set_aliases(app.args.model_name, event.move_aliases, tracking_uri=app.args.tracking_uri)
 
-    def _put(self, config: dict[str, Any], app: ServedApp) -> float:
-        """Put `app`'s new config, the cluster's other applications as they are now (under the config's lock:
-        a change to another application at the same moment must not be put back stale, nor ours by it)."""
-        with self.history.serve_config_lock(tracking_uri=app.args.tracking_uri):
-            return self.admin.apply(config)
+    def _put(
+        self, config: dict[str, Any], tracking_uri: str | None, http_options: dict[str, Any] | None = None
+    ) -> float:
+        """Put an application's new config, the cluster's other applications as they are now (under the config's
+        lock: a change to another application at the same moment must not be put back stale, nor ours by it)."""
+        with self.history.serve_config_lock(tracking_uri=tracking_uri):
+            return self.admin.apply(config, http_options=http_options)
 
     def _settle_pending(self, app: ServedApp, log: list[Event]) -> bool:
         """Deal with a change someone claimed and has not settled; True when the log may have moved since."""
@@ -645,9 +648,7 @@ class TrafficControl:
                 conflicts += 1
                 continue
             try:
-                with self.history.serve_config_lock(tracking_uri=uri):
-                    before = self.admin.apply(config, http_options=http_options)
-                self.admin.wait(name, before, timeout=wait_timeout)
+                self.admin.wait(name, self._put(config, uri, http_options), timeout=wait_timeout)
             except PlatformError as exc:
                 self.history.settle(claimed, f"failed: {exc}", tracking_uri=uri)
                 raise
