@@ -72,9 +72,13 @@ def auth_headers() -> dict[str, str]:
 
 
 def _ensure_token() -> None:
-    if RAY_AUTH_TOKEN.get() or TOKEN_PATH.exists():
+    """Make sure Ray has a token, readable by its owner only (Ray writes it with mode 644)."""
+    if RAY_AUTH_TOKEN.get():
         return
-    subprocess.run([_bin("ray"), "get-auth-token", "--generate"], check=True, capture_output=True, timeout=60)
+    if not TOKEN_PATH.exists():
+        subprocess.run([_bin("ray"), "get-auth-token", "--generate"], check=True, capture_output=True, timeout=60)
+    if TOKEN_PATH.stat().st_mode & 0o077:
+        TOKEN_PATH.chmod(0o600)
 
 
 def _alive(pid: int | None) -> bool:

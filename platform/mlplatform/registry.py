@@ -174,10 +174,18 @@ def set_aliases(name: str, aliases: dict[str, str | None], *, tracking_uri: str 
                 raise
 
 
-def load_booster(uri: str, tracking_uri: str | None) -> Any:
-    """Load an XGBoost Booster saved with the MLflow xgboost flavor, over the tracking server.
+#: File names XGBoost's native formats are saved under by the MLflow flavor (`model_format`: ubj, json, xgb).
+_NATIVE_SUFFIXES = (".ubj", ".json", ".xgb", ".bin", ".model")
 
-    The flavor stores XGBoost's own format (UBJSON/JSON), so nothing is unpickled.
+
+def load_booster(uri: str, tracking_uri: str | None) -> Any:
+    """Load the XGBoost Booster of a registered version (or any MLflow model URI) from its native file.
+
+    Only two files are fetched: `MLmodel`, read as YAML data, and the booster file it names, read by XGBoost's
+    own loader. Nothing the artifact ships is imported: `mlflow.xgboost.load_model` would put the artifact's
+    `code/` folder first on `sys.path` and instantiate the class its `model_class` names, so anyone who can
+    write to the registry could run code in every replica. A model saved from XGBoost's scikit-learn API
+    holds the same booster file, so it loads too. Nothing is unpickled.
 
     Args:
         uri: an MLflow model URI, e.g. ``models:/churn/3``.
@@ -187,21 +195,37 @@ def load_booster(uri: str, tracking_uri: str | None) -> Any:
         An ``xgboost.Booster``.
 
     Raises:
-        RegistryError: the model is not an XGBoost model.
+        RegistryError: the model is not an XGBoost model saved in a native format.
     """
+    import yaml
+
     from mlplatform.xgb import xgboost as import_xgboost
 
-    xgboost = import_xgboost()  # before MLflow's flavor imports it with scikit-learn
+    xgboost = import_xgboost()
     import mlflow
-    import mlflow.xgboost
 
     _use_server(tracking_uri)
-    model = mlflow.xgboost.load_model(uri)
-    if isinstance(model, xgboost.XGBModel):
-        model = model.get_booster()
-    if not isinstance(model, xgboost.Booster):
-        raise RegistryError(f"{uri} loaded as {type(model).__name__}, not an xgboost Booster")
-    return model
+    base = uri.rstrip("/")
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/MLmodel", dst_path=tmp)
+        try:
+            flavor = (yaml.safe_load(Path(meta).read_text(encoding="utf-8")) or {})["flavors"]["xgboost"]
+            data = str(flavor["data"])
+        except (yaml.YAMLError, KeyError, TypeError) as exc:
+            raise RegistryError(f"{uri} is not an XGBoost model: its MLmodel has no xgboost flavor ({exc})") from None
+        # A plain file beside MLmodel, in a native format: not a path out of the artifact, not a pickle.
+        if Path(data).name != data or data in {".", ".."} or not data.endswith(_NATIVE_SUFFIXES):
+            raise RegistryError(
+                f"{uri}: the xgboost flavor names {data!r} as its model file; expected a file beside MLmodel "
+                f"ending in one of {', '.join(_NATIVE_SUFFIXES)} (XGBoost's own formats)"
+            )
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"{base}/{data}", dst_path=tmp)
+        booster = xgboost.Booster()
+        try:
+            booster.load_model(path)
+        except xgboost.core.XGBoostError as exc:
+            raise RegistryError(f"{uri}: {data} is not a model XGBoost can read: {str(exc).splitlines()[0]}") from None
+    return booster
 
 
 def git_commit(repo: str | os.PathLike[str] | None = None) -> str:

@@ -141,6 +141,7 @@ def test_v1_happy_path_orders_columns_by_features():
         (b"\xff\xfe\x00", "not UTF-8 text: invalid start byte at byte 0"),
         (b"\xef\xbb\xbf{}", "malformed JSON: Unexpected UTF-8 BOM"),
         (b"[" * 50_000, "nested too deeply"),
+        (b'{"instances": [{"age": ' + b"9" * 5000 + b"}]}", r"malformed JSON: Exceeds the limit \(4300 digits\)"),
     ],
 )
 def test_v1_malformed_json(body, expected):

@@ -96,6 +96,9 @@ def load_json(body: bytes) -> Any:
         raise RequestError(
             400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno} (char {exc.pos})"
         ) from None
+    except ValueError as exc:
+        # Python refuses to convert an integer of more than 4 300 digits (CVE-2020-10735); a 500 before this.
+        raise RequestError(400, f"malformed JSON: {str(exc).split(';')[0]}") from None
     except RecursionError:
         # A body of a million '[' would otherwise escape as a 500.
         raise RequestError(400, "malformed JSON: nested too deeply") from None
