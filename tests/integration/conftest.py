@@ -32,6 +32,10 @@ def cli(*args: str, env: dict[str, str], timeout: float = 900, check: bool = Tru
     return out
 
 
+#: The admin key every router of the test platform accepts.
+ADMIN_KEY = "test-admin-key"
+
+
 @pytest.fixture(scope="session")
 def platform_env(tmp_path_factory):
     """`mlplatform up` in a fresh home; yields the environment to run commands with; `down` at the end."""
@@ -44,6 +48,8 @@ def platform_env(tmp_path_factory):
     env = {**os.environ, "MLPLATFORM_HOME": str(home)}
     for name in ISOLATED_ENV:
         env.pop(name, None)
+    # Inherited by every replica: the admin routes are off without an admin key, even on an open endpoint.
+    env["MLPLATFORM_ADMIN_KEYS"] = ADMIN_KEY
     cli("up", env=env, timeout=300)
     try:
         yield env

@@ -20,7 +20,7 @@ from mlplatform.release.serve_api import ServeAdmin
 from mlplatform.release.traffic import TrafficControl
 
 from tests.conftest import ROOT
-from tests.integration.conftest import BIN, cli
+from tests.integration.conftest import ADMIN_KEY, BIN, cli
 
 pytestmark = pytest.mark.integration
 
@@ -461,15 +461,24 @@ def test_rollout_rolls_back_on_an_injected_error_rate(served, platform_env):
 
 
 def test_admin_http_route_changes_traffic_cluster_wide(served, platform_env):
-    r = requests.put(
-        f"{URL}/admin/v1/models/churn/traffic", json={"weights": {"1": 80, "2": 20}, "reason": "via http"}, timeout=120
-    )
+    admin = f"{URL}/admin/v1/models/churn/traffic"
+    # The demo's endpoint is open (auth: none) for inference only: a traffic change needs the admin key.
+    anonymous = requests.put(admin, json={"weights": {"1": 0, "2": 100}}, timeout=30)
+    assert anonymous.status_code == 401, anonymous.text
+    key = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    r = requests.put(admin, json={"weights": {"1": 80, "2": 20}, "reason": "via http"}, headers=key, timeout=120)
     assert r.status_code == 200, r.text
     assert r.json()["weights"] == {"1": 80.0, "2": 20.0} and _weights() == {"1": 80.0, "2": 20.0}
+    assert r.json()["by"].startswith("key:")  # who, as a fingerprint of the key
     # It went through the deployed config, so the CLI (and `serve deploy`) see the same policy.
     assert "v1=80%  v2=20%" in cli("traffic", "show", "churn", env=platform_env).stdout
-    bad = requests.put(f"{URL}/admin/v1/models/churn/traffic", json={"weights": {"1": 80}}, timeout=30)
+    bad = requests.put(admin, json={"weights": {"1": 80}}, headers=key, timeout=30)
     assert bad.status_code == 400 and "sum to 100" in bad.json()["error"]
+    # A page on another site, posting through the user's browser (or a DNS-rebound name), is refused.
+    page = requests.post(
+        PREDICT, json={"instances": [instance(served)]}, headers={"Origin": "https://evil.example"}, timeout=10
+    )
+    assert page.status_code == 403 and "Origin" in page.json()["error"]
     cli("traffic", "set", "churn", "v1=90", "v2=10", env=platform_env)
 
 

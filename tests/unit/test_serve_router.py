@@ -486,6 +486,8 @@ def test_injected_faults_fail_a_share_of_one_version():
 
 # ------------------------------------------------------------------------------------ admin routes
 
+ROOT = {"authorization": "Bearer root"}
+
 
 def test_admin_traffic_route_applies_through_the_control_plane():
     applied = []
@@ -525,22 +527,83 @@ def test_admin_routes_need_an_admin_key():
     ],
 )
 def test_admin_traffic_bad_changes_are_4xx(body, status, needle):
-    core, app = make(apply_policy=lambda *a: pytest.fail("must not be applied"))
-    got, _, out = call(app, "PUT", "/admin/v1/models/m/traffic", body)
+    core, app = make(admin_keys=["root"], apply_policy=lambda *a: pytest.fail("must not be applied"))
+    got, _, out = call(app, "PUT", "/admin/v1/models/m/traffic", body, headers=ROOT)
     assert got == status and needle in out["error"]
     assert core.weights == {"1": 90.0, "2": 10.0}
 
 
 def test_admin_traffic_without_or_with_a_failing_control_plane():
-    _, app = make()
-    assert call(app, "PUT", "/admin/v1/models/m/traffic", {"weights": {"1": 100}})[0] == 503
+    _, app = make(admin_keys=["root"])
+    assert call(app, "PUT", "/admin/v1/models/m/traffic", {"weights": {"1": 100}}, headers=ROOT)[0] == 503
 
     def refuse(*a):
         raise RuntimeError("Serve said no")
 
-    _, app = make(apply_policy=refuse)
-    status, _, out = call(app, "PUT", "/admin/v1/models/m/traffic", {"weights": {"1": 100}})
+    _, app = make(admin_keys=["root"], apply_policy=refuse)
+    status, _, out = call(app, "PUT", "/admin/v1/models/m/traffic", {"weights": {"1": 100}}, headers=ROOT)
     assert status == 502 and "Serve said no" in out["error"]
+
+
+def test_admin_routes_are_off_without_an_admin_key_even_on_an_open_endpoint():
+    """auth: none opens inference, never traffic changes: a page in the user's browser could post them."""
+    _, app = make(admin_keys=[], apply_policy=lambda *a: pytest.fail("must not be applied"))
+    for method in ("GET", "PUT"):
+        status, _, out = call(app, method, "/admin/v1/models/m/traffic", {"weights": {"1": 100}})
+        assert status == 403 and "admin routes are off" in out["error"] and "mlplatform traffic" in out["error"]
+    _, keyed = make(admin_keys=["root"], apply_policy=lambda *a: {})
+    assert call(keyed, "GET", "/admin/v1/models/m/traffic")[0] == 401  # a key is set: it is needed, locally too
+    assert call(keyed, "GET", "/admin/v1/models/m/traffic", headers=ROOT)[0] == 200
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1:8000", "localhost:8000", "[::1]:8000", "LOCALHOST", None])
+def test_an_open_endpoint_answers_requests_to_loopback_names(host):
+    _, app = make()
+    headers = {} if host is None else {"host": host}  # no Host at all: HTTP/1.0, not a browser
+    assert call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers=headers)[0] == 200
+    origin = {"origin": "http://localhost:3000", **headers}  # a local notebook or tool's page
+    assert call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers=origin)[0] == 200
+
+
+@pytest.mark.parametrize(
+    "headers, needle",
+    [
+        ({"host": "evil.example:8000"}, "Host 'evil.example:8000' is not allowed"),  # DNS rebinding
+        ({"host": "127.0.0.1:8000", "origin": "https://evil.example"}, "Origin 'https://evil.example'"),
+        ({"host": "127.0.0.1:8000", "origin": "null"}, "Origin 'null'"),  # a sandboxed frame, a file:// page
+        ({"host": "[::1"}, "Host '[::1' is not allowed"),
+    ],
+)
+def test_an_open_endpoint_refuses_other_hosts_and_origins_on_every_route(headers, needle):
+    _, app = make(apply_policy=lambda *a: pytest.fail("must not be applied"))
+    for method, path in [
+        ("POST", "/v1/models/m:predict"),
+        ("POST", "/v2/models/m/infer"),
+        ("GET", "/v2/models/m"),
+        ("GET", "/v2/health/ready"),
+        ("POST", "/v1/models/m/feedback"),
+        ("GET", "/openapi.json"),
+    ]:
+        status, _, out = call(app, method, path, {"instances": [ROW]}, headers=headers)
+        assert status == 403 and needle in out["error"], (method, path, status, out)
+        assert "127.0.0.1, ::1, localhost" in out["error"]
+
+
+def test_with_api_keys_any_host_is_answered_unless_allowed_hosts_narrows_them():
+    key = {"authorization": "Bearer k"}
+    _, app = make(auth="api_key", keys=["k"])
+    assert (
+        call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"host": "api.corp", **key})[0] == 200
+    )
+    _, narrow = make(auth="api_key", keys=["k"], allowed_hosts=["api.corp"])
+    assert (
+        call(narrow, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"host": "api.corp", **key})[0]
+        == 200
+    )
+    status, _, out = call(
+        narrow, "POST", "/v1/models/m:predict", {"instances": [ROW]}, headers={"host": "x.corp", **key}
+    )
+    assert status == 403 and "answers for api.corp" in out["error"]
 
 
 # --------------------------------------------------------------------------------------------- observers

@@ -148,6 +148,13 @@ class AppArgs(StrictModel):
         description="`api_key`: requests need `Authorization: Bearer <key>` with a key from "
         "$MLPLATFORM_API_KEYS (comma-separated, read on the replica). `none`: open endpoint (local demos).",
     )
+    allowed_hosts: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="Host names a request's Host header (and Origin, when sent) may carry; others get 403. "
+        "Default: loopback names (127.0.0.1, localhost, ::1) with auth: none, which keeps web pages and DNS "
+        "rebinding off an open endpoint; any host with api_key, where the key is the guard.",
+    )
     inference_log: InferenceLogConfig | None = Field(
         None, description="Log sampled requests and accept feedback (see InferenceLogConfig); None: no log."
     )

@@ -164,6 +164,8 @@ HOT_ROUTES = (
 )
 _V1 = re.compile(r"^/v1/models/([^/]+):predict$")
 _V2 = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+#: The request headers `_HotRoutes` hands its guard.
+_GUARDED = (b"host", b"origin")
 
 
 def _route_path(scope: dict) -> str:
@@ -182,19 +184,44 @@ class _HotRoutes:
 
     `infer(route, name, version, scope, receive)` answers one request (route ``v1`` or ``v2``); a RequestError
     becomes a JSON error as FastAPI's handlers would answer it.
+
+    It also refuses, on every route, a request whose Host or Origin the endpoint does not answer for
+    (`guard`, `ApiKeyAuth.check_origin`): the one place every request passes.
     """
 
-    def __init__(self, app: Any, infer: Callable[..., Awaitable[_Answer]]) -> None:
+    def __init__(
+        self, app: Any, infer: Callable[..., Awaitable[_Answer]], guard: Callable[[Mapping[str, str]], None]
+    ) -> None:
         self.app = app
         self.infer = infer
+        self.guard = guard
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        path = _route_path(scope) if scope["type"] == "http" else ""
-        match = (_V1.match(path), None) if path.startswith("/v1/") else (None, _V2.match(path))
-        if match == (None, None):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = _route_path(scope)
+        match = (_V1.match(path), None) if path.startswith("/v1/") else (None, _V2.match(path))
         headers: list[tuple[bytes, bytes]] = []
+        try:
+            self.guard({k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"] if k in _GUARDED})
+        except RequestError as exc:
+            answer = _Answer(exc.status, _json_bytes({"error": exc.message}), "")
+        else:
+            if match == (None, None):
+                await self.app(scope, receive, send)
+                return
+            answer = await self._answer(scope, receive, path, match, headers)
+        headers += [(b"content-type", answer.media_type.encode()), (b"content-length", str(len(answer.body)).encode())]
+        if answer.version:
+            headers.append((VERSION_HEADER.encode(), answer.version.encode()))
+        if answer.header_length is not None:
+            headers.append((BINARY_HEADER.encode(), str(answer.header_length).encode()))
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+
+    async def _answer(self, scope: dict, receive: Any, path: str, match: tuple, headers: list) -> _Answer:
+        """One inference request's answer; `headers` gets the extra response headers it needs."""
         if scope["method"] != "POST":
             answer = _Answer(405, _json_bytes({"error": f"method {scope['method']} is not allowed on {path}"}), "")
             headers.append((b"allow", b"POST"))
@@ -210,13 +237,7 @@ class _HotRoutes:
                 answer = _Answer(exc.status, _json_bytes({"error": exc.message}), "")
                 if exc.status == 401:
                     headers.append((b"www-authenticate", b"Bearer"))
-        headers += [(b"content-type", answer.media_type.encode()), (b"content-length", str(len(answer.body)).encode())]
-        if answer.version:
-            headers.append((VERSION_HEADER.encode(), answer.version.encode()))
-        if answer.header_length is not None:
-            headers.append((BINARY_HEADER.encode(), str(answer.header_length).encode()))
-        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-        await send({"type": "http.response.body", "body": answer.body})
+        return answer
 
 
 def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> FastAPI:
@@ -456,7 +477,7 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
     async def v2_server_metadata() -> JSONResponse:
         return JSONResponse({"name": "mlplatform", "version": _package_version(), "extensions": ["binary_tensor_data"]})
 
-    app.add_middleware(_HotRoutes, infer=infer)
+    app.add_middleware(_HotRoutes, infer=infer, guard=core.auth.check_origin)
     app.add_middleware(_ResponseHeaders, served=core.served)  # added last: the outermost, around the hot routes
     return app
 

@@ -28,7 +28,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "malformed request: the message names the field",
         401: "no or unknown API key",
-        403: "the key may not use this route",
+        403: "the key may not use this route, or the request's Host or Origin is not one the endpoint answers for",
         404: "no such model, version or route",
         409: "the application keeps no inference log",
         413: "body or batch over the limit",
@@ -265,6 +265,8 @@ def openapi_document(
             "get": {"summary": "this document", "security": secured, "responses": {"200": _json({}, "OpenAPI")}}
         },
     }
+    for operation in (op for route in paths.values() for op in route.values()):
+        operation["responses"].update(_errors(403))  # every route checks the request's Host and Origin
     return {
         "openapi": "3.0.3",
         "info": {"title": f"mlplatform endpoint: {model}", "version": version},

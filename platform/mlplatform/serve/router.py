@@ -114,7 +114,7 @@ class RouterCore:
         self.handles = {str(v): h for v, h in handles.items()}
         self.versions = list(self.handles)
         self.served = ",".join(self.versions)
-        self.auth = ApiKeyAuth(args.auth, api_keys, admin_keys)
+        self.auth = ApiKeyAuth(args.auth, api_keys, admin_keys, args.allowed_hosts)
         self.apply_policy = apply_policy
         self.observers = list(observers)
         self.observer_failures = 0
