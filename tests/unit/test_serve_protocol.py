@@ -337,6 +337,10 @@ def _tensor(**kw):
             {"inputs": [{"name": "age", "shape": [1], "datatype": "FP32", "data": [1]}]},
             r"no input tensor for feature\(s\) \['income', 'visits'\]",
         ),
+        (  # found by the fuzzer: a 500 before
+            {"inputs": [], "outputs": [{"name": "predict", "parameters": "binary"}]},
+            r"outputs\[0\]\.parameters must be an object, got a string",
+        ),
     ],
 )
 def test_v2_bad_requests(doc, expected):

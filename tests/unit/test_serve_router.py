@@ -242,6 +242,13 @@ def test_version_failure_is_503_and_server_keeps_serving():
     assert status == 200 and body["predictions"] == [30.0]
 
 
+def test_a_version_that_predicts_an_infinity_is_a_503_naming_it():
+    """JSON has no infinity: a version that predicts one failed on this input (found by the fuzzer: a 500)."""
+    _, app = make(handles={"1": FakeHandle("1", float("inf")), "2": FakeHandle("2", float("inf"))})
+    status, _, body = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})
+    assert status == 503 and "predicted NaN or an infinity" in body["error"]
+
+
 def test_unexpected_router_error_is_json_500_with_header():
     _, app = make(handles={"1": FakeHandle("1", 1.0, garbage=True), "2": FakeHandle("2", 1.0)})
     status, headers, body = call(app, "POST", "/v1/models/m:predict", {"instances": [ROW]})

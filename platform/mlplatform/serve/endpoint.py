@@ -36,6 +36,7 @@ from mlplatform.serve.policy import parse_policy
 from mlplatform.serve.protocol import (
     BINARY_HEADER,
     Parsed,
+    clip,
     load_json,
     parse_v1,
     parse_v2,
@@ -223,7 +224,8 @@ class _HotRoutes:
     async def _answer(self, scope: dict, receive: Any, path: str, match: tuple, headers: list) -> _Answer:
         """One inference request's answer; `headers` gets the extra response headers it needs."""
         if scope["method"] != "POST":
-            answer = _Answer(405, _json_bytes({"error": f"method {scope['method']} is not allowed on {path}"}), "")
+            message = f"method {clip(scope['method'])} is not allowed on {clip(path, 200)}"
+            answer = _Answer(405, _json_bytes({"error": message}), "")
             headers.append((b"allow", b"POST"))
         else:
             v1, v2 = match
@@ -272,9 +274,9 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
-            message = f"no such endpoint: {request.method} {request.url.path}"
+            message = f"no such endpoint: {clip(request.method)} {clip(request.url.path, 200)}"
         elif exc.status_code == 405:
-            message = f"method {request.method} is not allowed on {request.url.path}"
+            message = f"method {clip(request.method)} is not allowed on {clip(request.url.path, 200)}"
         else:
             message = str(exc.detail)
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=getattr(exc, "headers", None))
@@ -418,16 +420,13 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
 
     # ---------------------------------------------------------------------------------- admin
 
-    @app.get("/admin/v1/models/{name}/traffic")
+    # One route for both methods, so that a 405 on it says `Allow: GET, PUT` (two would each name their own).
+    @app.api_route("/admin/v1/models/{name}/traffic", methods=["GET", "PUT"])
     async def admin_traffic(name: str, request: Request) -> JSONResponse:
-        core.auth.check(request.headers, admin=True)
-        core.check_model(name)
-        return JSONResponse(core.status())
-
-    @app.put("/admin/v1/models/{name}/traffic")
-    async def admin_set_traffic(name: str, request: Request) -> JSONResponse:
         who = core.auth.check(request.headers, admin=True)
         core.check_model(name)
+        if request.method == "GET":
+            return JSONResponse(core.status())
         doc = load_json(await read_body(request.receive, request.headers, args.max_body_bytes))
         if not isinstance(doc, dict):
             raise RequestError(400, "body must be a JSON object: {weights, shadow?, faults?, reason?}")

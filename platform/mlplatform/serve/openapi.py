@@ -13,7 +13,7 @@ from typing import Any
 
 from mlplatform.data.schema import InputSchema
 from mlplatform.serve.policy import TrafficPolicy
-from mlplatform.serve.protocol import V2_DATATYPES
+from mlplatform.serve.protocol import FLOAT32_MAX, V2_DATATYPES
 
 __all__ = ["openapi_document"]
 
@@ -43,7 +43,7 @@ def _feature_value(name: str, schema: InputSchema | None, allow_missing: bool) -
     if spec is not None and spec.kind == "categorical":
         value: dict[str, Any] = {"type": "string", "enum": list(spec.categories or [])}
     else:
-        value = {"type": "number"}
+        value = {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}  # XGBoost reads float32
     if spec is not None and spec.example is not None:
         value["example"] = spec.example
     if allow_missing:
@@ -84,13 +84,11 @@ def openapi_document(
             "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1, "maxItems": 2},
             "datatype": {"type": "string", "enum": list(V2_DATATYPES)},
             "data": {"type": "array", "items": {}, "description": "row-major values, flat or nested as shape"},
-            "parameters": {
-                "type": "object",
-                "properties": {"binary_data_size": {"type": "integer", "minimum": 0}},
-                "description": "binary_data_size: the tensor's bytes after the JSON header (binary extension)",
-            },
+            "parameters": {"type": "object"},
         },
-        "required": ["name", "shape", "datatype"],
+        # In a JSON body every tensor has its data; binary tensors (`binary_data_size`) come after the JSON
+        # header of an application/octet-stream body.
+        "required": ["name", "shape", "datatype", "data"],
         "additionalProperties": False,
     }
     v2_request = {

@@ -33,9 +33,11 @@ __all__ = [
     "v2_binary_response",
     "v2_metadata",
     "V2_DATATYPES",
+    "FLOAT32_MAX",
     "curl_line",
     "example_row",
     "categories_of",
+    "clip",
 ]
 
 #: Tensor datatypes accepted in V2 requests: numbers (fed to XGBoost as float32) and BYTES (categorical values).
@@ -54,7 +56,13 @@ def codebook(categories: dict[str, list[str]] | None) -> Codebook:
 
 
 _INT_RANGE = {"INT32": (-(2**31), 2**31 - 1), "INT64": (-(2**63), 2**63 - 1)}
-_F32_MAX = float(np.finfo(np.float32).max)
+#: The largest magnitude a feature value may have: XGBoost predicts on float32.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def clip(text: str, limit: int = 60) -> str:
+    """A client's text cut for an error message: an answer never echoes a long request back."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -63,7 +71,7 @@ def _show(value: Any, limit: int = 60) -> str:
         text = json.dumps(value)
     except (TypeError, ValueError):
         text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    return clip(text, limit)
 
 
 def _json_type(value: Any) -> str:
@@ -114,7 +122,7 @@ def _number(value: Any, where: str, allow_missing: bool, integer: str | None = N
         integer: a V2 integer datatype the value must fit (INT32/INT64), or None for floats.
     """
     kind = type(value)
-    if (kind is float or kind is int) and integer is None and -_F32_MAX <= value <= _F32_MAX:
+    if (kind is float or kind is int) and integer is None and -FLOAT32_MAX <= value <= FLOAT32_MAX:
         return value  # the common case, checked once (NaN and infinities fail the range test)
     if value is None or (isinstance(value, float) and math.isnan(value)):
         if allow_missing:
@@ -136,7 +144,7 @@ def _number(value: Any, where: str, allow_missing: bool, integer: str | None = N
         number = float(value)
     except OverflowError:
         number = math.inf
-    if abs(number) > _F32_MAX:
+    if abs(number) > FLOAT32_MAX:
         raise RequestError(400, f"{where} is out of float32 range: {_show(value)}")
     return number
 
@@ -396,7 +404,7 @@ def _binary_numbers(values: np.ndarray, datatype: str, where: str, allow_missing
             raise RequestError(400, f"{where}: infinite values are not allowed")
         if not allow_missing and np.isnan(values).any():
             raise RequestError(400, f"{where}: NaN values; missing values are not allowed by this endpoint")
-        if datatype == "FP64" and (np.abs(values[~np.isnan(values)]) > _F32_MAX).any():
+        if datatype == "FP64" and (np.abs(values[~np.isnan(values)]) > FLOAT32_MAX).any():
             raise RequestError(400, f"{where}: a value is out of float32 range")
     return values.astype(np.float32)
 
@@ -415,7 +423,10 @@ def _outputs(doc: dict[str, Any], params: dict[str, Any] | None) -> bool:
         if not isinstance(out, dict) or out.get("name") != "predict":
             name = out.get("name") if isinstance(out, dict) else out
             raise RequestError(400, f"outputs[{k}] asks for {_show(name)}; this model has one output, 'predict'")
-        flag = (out.get("parameters") or {}).get("binary_data", binary)
+        given = out.get("parameters")
+        if given is not None and not isinstance(given, dict):
+            raise RequestError(400, f"outputs[{k}].parameters must be an object, got {_json_type(given)}")
+        flag = (given or {}).get("binary_data", binary)
         if not isinstance(flag, bool):
             raise RequestError(400, f"outputs[{k}].parameters.binary_data must be true or false, got {_show(flag)}")
         binary = flag

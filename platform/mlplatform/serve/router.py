@@ -28,7 +28,7 @@ from mlplatform.serve.auth import ApiKeyAuth
 from mlplatform.serve.config import AppArgs
 from mlplatform.serve.metrics import RouterMetrics
 from mlplatform.serve.policy import TrafficPolicy, normalize_version, parse_policy
-from mlplatform.serve.protocol import Parsed, codebook
+from mlplatform.serve.protocol import Parsed, clip, codebook
 from mlplatform.serve.shadow import ShadowMirror
 from mlplatform.serve.split import WeightedRendezvous, WeightedRoundRobin
 
@@ -159,7 +159,9 @@ class RouterCore:
 
     def check_model(self, name: str) -> None:
         if name != self.model_name:
-            raise RequestError(404, f"model {name!r} is not served here; this endpoint serves {self.model_name!r}")
+            raise RequestError(
+                404, f"model {clip(name)!r} is not served here; this endpoint serves {self.model_name!r}"
+            )
 
     def check_version(self, version: str) -> str:
         """A deployed version named by a client ('3' or 'v3'), else 404."""
@@ -168,7 +170,7 @@ class RouterCore:
             return named
         raise RequestError(
             404,
-            f"version {version!r} of model {self.model_name!r} is not deployed here (deployed: {self.versions})",
+            f"version {clip(version)!r} of model {self.model_name!r} is not deployed here (deployed: {self.versions})",
         )
 
     # ---------------------------------------------------------------------------------------- work
@@ -214,11 +216,14 @@ class RouterCore:
                     "model version %s of %s failed: %s: %s", version, self.model_name, type(cause).__name__, first
                 )
                 raise RequestError(503, f"model version {version} failed: {type(cause).__name__}: {first}") from None
+            preds = np.asarray(preds)
+            if preds.dtype.kind == "f" and not np.isfinite(preds).all():
+                # JSON has no NaN or infinity: the version failed on this input, it is not a server bug.
+                raise RequestError(503, f"model version {version} failed: it predicted NaN or an infinity")
         except RequestError as err:
             self.metrics.answered(version, err.status, 1000 * (time.perf_counter() - started), route=route)
             self.shadow.settle(copy, None)
             raise
-        preds = np.asarray(preds)
         latency_ms = 1000 * (time.perf_counter() - started)
         if route == "pinned":
             self.last_pinned[version] = time.time()
