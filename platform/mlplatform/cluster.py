@@ -177,6 +177,11 @@ def up(
         "RAY_metrics_report_interval_ms": os.environ.get("RAY_metrics_report_interval_ms", "2000"),
         # Job logs are not terminals: MLflow's download progress bars only add noise there.
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        # `ray start` turns --node-ip-address 127.0.0.1 into the machine's routable address, and Ray's servers
+        # (GCS, raylet, object manager, workers' gRPC, agents, metrics) bind every interface unless the node
+        # address is 127.0.0.1. This setting (Ray's switch for single-machine OSX/Windows) keeps 127.0.0.1:
+        # the local platform listens on loopback only. It also refuses other nodes joining — it is local.
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
     }
     if fast_serving:
         env |= {

@@ -263,6 +263,47 @@ def test_no_serve_port_listens_beyond_loopback(served):
         assert host == "127.0.0.1" and hosts == {"127.0.0.1"}, (server, hosts)
 
 
+def _descendants(roots: set[int]) -> set[int]:
+    """The processes under `roots` (and the roots), from /proc."""
+    children: dict[int, set[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            pid, rest = stat.read_text().split(" ", 1)
+        except OSError:  # gone meanwhile
+            continue
+        ppid = int(rest.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, set()).add(int(pid))
+    found, todo = set(), list(roots)
+    while todo:
+        pid = todo.pop()
+        if pid not in found:
+            found.add(pid)
+            todo += children.get(pid, ())
+    return found
+
+
+def test_nothing_of_ours_listens_beyond_loopback(served, platform_env):
+    """After `up` and a deploy, every listening socket of the platform's processes — Ray's GCS, raylet, object
+    manager, agents, workers, the client server, Serve, HAProxy, MLflow — is on loopback, but one per Serve
+    replica: its replica-to-replica gRPC port, which Ray 2.60 binds to [::] with no setting
+    (ray/serve/_private/replica.py) and guards with the cluster's token."""
+    from mlplatform.cluster import load_state
+
+    state = load_state(Path(platform_env["MLPLATFORM_HOME"]))
+    ours = _descendants({state.ray_pid, state.mlflow_pid})
+    listening = [(host, port, pid) for host, port, pid in _listening() if pid in ours]
+    assert len(listening) > 10, listening  # the processes were found
+    loopback = {"127.0.0.1", "::ffff:127.0.0.1", "::1"}
+    beyond = [(host, port, Path(f"/proc/{pid}/comm").read_text().strip()) for host, port, pid in listening]
+    beyond = [b for b in beyond if b[0] not in loopback]
+    replicas = [b for b in beyond if b[2].startswith("ray::ServeRepl") and b[0] in ("::", "*", "0.0.0.0")]
+    assert beyond == replicas, beyond
+    by_replica = [pid for host, port, pid in listening if (host, port) in {(h, p) for h, p, _ in replicas}]
+    assert len(by_replica) == len(set(by_replica)), replicas  # one such port per replica, no more
+    # The doors a client can try without the token: the dashboard and Jobs API refuse it.
+    assert requests.get(f"{state.dashboard_url}/api/jobs/", timeout=10).status_code in (401, 403)
+
+
 @pytest.mark.parametrize(
     "make_inputs,needle",
     [
