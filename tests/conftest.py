@@ -9,6 +9,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / "jobs" / "configs" / "demo.yaml"
+#: What the endpoint may answer a request its OpenAPI document calls invalid (the fuzzers' expectation):
+#: schemathesis's list, and 413 for a batch or body over the limit.
+FUZZ_REJECTED = [400, 401, 403, 404, 405, 406, 409, 413, 415, 422, 428, 429]
 
 #: Settings a developer's shell may hold that must not leak into a test (each test sets what it needs).
 ISOLATED_ENV = (

@@ -11,15 +11,22 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from mlplatform.cluster import load_state
 from mlplatform.release.serve_api import ServeAdmin
 from mlplatform.release.traffic import TrafficControl
+from schemathesis import GenerationMode
+from schemathesis.config import SchemathesisConfig
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.conftest import ROOT
+from tests.conftest import FUZZ_REJECTED, ROOT
 from tests.integration.conftest import ADMIN_KEY, BIN, cli
 
 pytestmark = pytest.mark.integration
@@ -322,6 +329,42 @@ def test_v2_bad_requests(served, make_inputs, needle):
 def test_unknown_model_is_404(served):
     r = requests.post(f"{URL}/v1/models/nope:predict", json={"instances": [instance(served)]}, timeout=10)
     assert r.status_code == 404 and "nope" in r.json()["error"]
+
+
+@pytest.fixture(scope="module")
+def served_document(served):
+    """The endpoint's own OpenAPI document, as a client fetches it; the routes that write (traffic changes,
+    feedback) are fuzzed in-process (tests/unit/test_fuzz_endpoint.py), not on the shared live endpoint."""
+    config = SchemathesisConfig.from_dict({"checks": {"negative_data_rejection": {"expected-statuses": FUZZ_REJECTED}}})
+    schema = schemathesis.openapi.from_url(f"{URL}/openapi.json", config=config)
+    return schema.exclude(path_regex="^/admin/").exclude(method="POST", path="/v1/models/{name}/feedback")
+
+
+def test_the_served_endpoint_fuzzed_from_its_document_never_answers_5xx(served_document):
+    """Over HTTP through Serve's proxy (HAProxy): a bounded number of generated requests, valid and invalid,
+    per route. (Each route is its own hypothesis run here: schemathesis's lazy pytest fixtures do not work
+    with pytest 9.)"""
+    sent = []
+    for result in served_document.get_all_operations():
+        _fuzz_route(result.ok(), sent)()
+    print(f"fuzzed over HTTP: {len(sent)} requests")
+    assert len(sent) > 100
+
+
+def _fuzz_route(operation, sent: list) -> Callable[[], None]:
+    """A hypothesis run over one route of the document: valid and invalid requests, each sent and checked."""
+    v2 = operation.method.upper() == "POST" and operation.path.startswith("/v2/")
+    cases = st.one_of(*(operation.as_strategy(mode) for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)))
+
+    @given(case=cases)
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    def route(case):
+        sent.append(case.operation.label)
+        response = case.call(timeout=30)
+        assert response.status_code < 500, (case.operation.label, response.text[:500])
+        case.validate_response(response, excluded_checks=[positive_data_acceptance] if v2 else None)
+
+    return route
 
 
 def test_traffic_split_matches_weights(served):
