@@ -114,6 +114,18 @@ def test_whole_app_builds_in_local_mode():
     assert not ray.is_initialized()
 
 
+def test_the_router_waits_boundedly_and_refuses_the_rest_with_503_and_retry_after():
+    app = make_app(
+        {**ARGS, "max_queued_requests": 50, "retry_after_s": 2},
+        loader=fake_loader,
+        features=FEATURES,
+        resolver=resolver,
+    )
+    router = app._bound_deployment
+    assert router.max_queued_requests == 50 and router.max_ongoing_requests == 256
+    assert (router.backpressure_config.status_code, router.backpressure_config.retry_after_s) == (503, 2)
+
+
 def test_versions_batch_and_predict_like_their_booster(handles):
     rng = np.random.default_rng(7)
     xs = [rng.normal(size=(int(rng.integers(1, 5)), 3)).astype(np.float32) for _ in range(24)]

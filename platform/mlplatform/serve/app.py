@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ray import serve
+from ray.serve.config import BackpressureConfig
 
 from mlplatform import registry
 from mlplatform.data.schema import SCHEMA_FILE, InputSchema
@@ -195,6 +196,9 @@ def make_app(
         num_replicas=resolved.ingress_num_replicas,
         ray_actor_options={"num_cpus": resolved.ingress_num_cpus},
         max_ongoing_requests=ROUTER_MAX_ONGOING,
+        # A bounded wait: past it Serve answers 503 with Retry-After itself, before the request costs anything.
+        max_queued_requests=resolved.max_queued_requests,
+        backpressure_config=BackpressureConfig(status_code=503, retry_after_s=resolved.retry_after_s),
         user_config=resolved.default_policy(),
     ).bind(
         resolved.model_dump(mode="json"),

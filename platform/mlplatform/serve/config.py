@@ -131,6 +131,13 @@ class AppArgs(StrictModel):
     )
     max_instances: int = Field(1000, ge=1, description="Most instances in one request (more → 413).")
     max_body_bytes: int = Field(2_000_000, ge=1, description="Largest request body in bytes (more → 413).")
+    max_queued_requests: int = Field(
+        1000,
+        ge=1,
+        description="Requests a router replica lets wait beyond the 256 it handles at once; more are refused at "
+        "once with 503 and Retry-After (instead of an unbounded queue whose waits only grow).",
+    )
+    retry_after_s: float = Field(1.0, gt=0, description="The Retry-After of a request refused by a full queue.")
     allow_missing: bool = Field(False, description="Accept null/NaN feature values (passed to XGBoost as missing).")
     ingress_num_cpus: float = Field(0.1, ge=0, description="CPUs of each router replica.")
     ingress_num_replicas: int = Field(1, ge=1, description="Router replicas (each holds the traffic policy).")
