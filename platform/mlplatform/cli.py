@@ -92,7 +92,7 @@ def _cmd_status(a: argparse.Namespace) -> int:
 def _cmd_submit(a: argparse.Namespace) -> int:
     from mlplatform.launch import submit
 
-    return submit(a.job, a.config, a.address, wait=not a.no_wait, resume=a.resume)
+    return submit(a.job, a.config, a.address, wait=not a.no_wait, resume=a.resume, timeout=a.timeout)
 
 
 def _cmd_run(a: argparse.Namespace) -> int:
@@ -448,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "submit":
             s.add_argument("--address", default=None, help="Jobs API URL (default: the local platform)")
             s.add_argument("--no-wait", action="store_true", help="return once submitted")
+            s.add_argument("--timeout", default=None, help="stop the job past DURATION (e.g. 2h): FAILED, exit 124")
         s.set_defaults(fn=fn)
 
     s = sub.add_parser("predict", help="batch scoring: every row of a CSV/Parquet file, Parquet out (a Ray job)")

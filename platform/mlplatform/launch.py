@@ -14,6 +14,7 @@ import getpass
 import os
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -81,11 +82,35 @@ def _connect() -> None:
     ray.init(runtime_env=runtime_env or None)
 
 
+#: The exit code of a job stopped by its time limit (as timeout(1) exits).
+TIMED_OUT = 124
+
+
+def arm_deadline(seconds: float, what: str) -> threading.Timer:
+    """End this process `seconds` from now, saying why, unless it ended before (a job's `--timeout`).
+
+    The process exits with `TIMED_OUT` without unwinding: a job past its limit may be stuck anywhere (a
+    trial, a wait on Serve), and Ray ends the tasks and actors it owns when its driver goes.
+    """
+
+    def expire() -> None:
+        print(f"error: {what} ran past its time limit of {seconds:g} s (--timeout); stopped", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(TIMED_OUT)
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def job_main(job: str, argv: list[str] | None = None) -> int:
     """Entrypoint of jobs/<job>.py. Returns the process exit code."""
     own_process()
     parser = argparse.ArgumentParser(prog=f"jobs/{job}.py")
     parser.add_argument("--config", help="YAML config of the job")
+    parser.add_argument("--timeout-s", type=float, help="stop the job after this many seconds (exit code 124)")
     parser.add_argument(
         "--resume", action="store_true", help="train/pipeline: finish the interrupted search; rollout: continue it"
     )
@@ -95,6 +120,8 @@ def job_main(job: str, argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.config is None and not (job == "rollout" and args.resume_app):
         parser.error("--config is required")
+    if args.timeout_s is not None:
+        arm_deadline(args.timeout_s, f"job {job}")
     try:
         cfg = load_config(args.config, config_model(job)) if args.config else None
     except ConfigError as exc:
@@ -216,6 +243,7 @@ def submit(
     resume_app: str | None = None,
     every: str | None = None,
     force: bool = False,
+    timeout: str | None = None,
     job_args: list[str] | None = None,
 ) -> int:
     """Submit jobs/<job>.py with `config` to the Ray Jobs API at `address`; stream logs; return exit code.
@@ -225,6 +253,7 @@ def submit(
         resume_app: rollout only, instead of a config: continue the interrupted rollout of this application.
         every: monitor only: repeat the pass this often (the job runs until stopped).
         force: monitor only: retrain even if nothing fired.
+        timeout: a duration (``90s``, ``30m``, ``2h``): the job stops past it, FAILED with exit code 124.
 
     Raises:
         ConfigError: the config is invalid (nothing is submitted) or lies outside the repository.
@@ -250,6 +279,10 @@ def submit(
     args += ["--resume-app", resume_app] if resume_app else []
     args += ["--every", every] if every else []
     args += ["--force"] if force else []
+    if timeout is not None:
+        from mlplatform.monitor.config import parse_duration
+
+        args += ["--timeout-s", f"{parse_duration(timeout).total_seconds():g}"]
     args += job_args or []
     addr, client = _client(address)
     job_id = client.submit_job(

@@ -78,6 +78,12 @@ def write(path, text):
         ("duplicate YAML key", ["run", "ingest", "--config", "{dup}"], 2, "duplicate key 'data'"),
         ("invalid config", ["run", "ingest", "--config", "{bad}"], 2, "data.key: Field required"),
         ("bad weights", ["traffic", "set", "churn", "v1:90"], 2, "'v1:90' is not VERSION=PERCENT"),
+        (
+            "bad job timeout",
+            ["submit", "train", "--config", str(DEMO_CONFIG), "--timeout", "soon", "--address", "http://127.0.0.1:9"],
+            2,
+            "a duration is a number and a unit",
+        ),
         ("unknown model", ["endpoint", "nope", "--url", "{url}"], 1, "model 'nope' is not served (404"),
         ("no endpoint", ["load", "churn", "--url", "http://127.0.0.1:9", "--seconds", "1"], 1, "no endpoint answers"),
     ],
@@ -146,3 +152,11 @@ def test_the_haproxy_wrapper_binds_every_wildcard_listener_to_loopback(tmp_path)
     assert binds == ["127.0.0.1:9101", "127.0.0.1:8000", "127.0.0.1:8001", "127.0.0.1:8404"]
     assert "server r1 127.0.0.1:30001 check" in out.stdout
     assert config.read_text().count("bind :9101") == 1  # Ray's own file is left as it rendered it
+
+
+def test_a_job_past_its_time_limit_stops_saying_why():
+    """`submit --timeout`: the job's process ends with 124 (as timeout(1)) wherever it is stuck."""
+    code = "from mlplatform.launch import arm_deadline; arm_deadline(0.3, 'job train'); import time; time.sleep(30)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 124
+    assert "job train ran past its time limit of 0.3 s (--timeout); stopped" in out.stderr
