@@ -111,6 +111,10 @@ def hostile() -> list[tuple[str, str, bytes, dict[str, str]]]:
         ("POST", v1, b'{"instances": [{"a": 1, "b": "\\u0000"}]}', js),
         ("POST", v1, b'{"instances": [{"a": true, "b": "pro"}]}', js),
         ("POST", v1, b'{"instances": [{"a": [1], "b": {"x": 1}}]}', js),
+        ("POST", v1, row, {"content-type": "text/plain"}),  # what a web page may post anywhere
+        ("POST", v1, row, {"content-type": "application/x-www-form-urlencoded"}),  # curl -d without -H
+        ("POST", v1, row, {"content-type": "application/octet-stream"}),  # binary is for V2
+        ("POST", "/v1/models/m/feedback", b'{"labels": []}', {"content-type": "multipart/form-data; b=x"}),
         ("POST", v1, row, {"content-length": "99999999"}),
         ("POST", v1, row, {"content-length": "-1"}),
         ("POST", v1, row, {"content-length": "abc"}),

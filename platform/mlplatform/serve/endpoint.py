@@ -62,8 +62,18 @@ def _package_version() -> str:
         return "unknown"
 
 
-async def read_body(receive: Any, headers: Mapping[str, str], limit: int) -> bytes:
-    """The raw body from an ASGI `receive`, refusing (413) anything over `limit` bytes before reading all of it."""
+#: What a body may be: JSON everywhere; the V2 routes also take the binary tensor extension.
+JSON_ONLY = ("application/json",)
+JSON_OR_BINARY = ("application/json", "application/octet-stream")
+
+
+async def read_body(receive: Any, headers: Mapping[str, str], limit: int, media: tuple[str, ...] = JSON_ONLY) -> bytes:
+    """The raw body from an ASGI `receive`, refusing (413) anything over `limit` bytes before reading all of it,
+    and (415) a body that says it is something else than `media` — a form or text/plain, which a web page can
+    send anywhere without asking: a body that names no type is read as `media` says."""
+    given = headers.get("content-type")
+    if given is not None and given.partition(";")[0].strip().lower() not in media:
+        raise RequestError(415, f"Content-Type {clip(given)!r} is not accepted here; send {' or '.join(media)}")
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise RequestError(413, f"request body of {int(declared)} bytes is over the limit of {limit} bytes")
@@ -306,7 +316,7 @@ def create_app(core: RouterCore, inference_log: InferenceLog | None = None) -> F
         requested = forced or headers.get(VERSION_HEADER)
         if requested:
             core.check_version(requested.strip())
-        body = await read_body(receive, headers, args.max_body_bytes)
+        body = await read_body(receive, headers, args.max_body_bytes, JSON_ONLY if route == "v1" else JSON_OR_BINARY)
         request_id = scope["state"]["request_id"]
         if route == "v1":
             parsed = parse_v1(body, core.features, **limits)

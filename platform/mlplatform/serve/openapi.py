@@ -32,6 +32,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "no such model, version or route",
         409: "the application keeps no inference log",
         413: "body or batch over the limit",
+        415: "the body's Content-Type is not one the route takes",
         502: "the control plane refused the change",
         503: "a version failed or is not ready",
     }
@@ -174,7 +175,7 @@ def openapi_document(
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
             },
         },
-        **_errors(400, 401, 404, 413, 503),
+        **_errors(400, 401, 404, 413, 415, 503),
     }
     v2_infer = {"security": secured, "parameters": [name, pin], "requestBody": v2_body, "responses": v2_answer}
     open_get = {"security": [], "parameters": [name]}
@@ -197,7 +198,7 @@ def openapi_document(
                         },
                         "one prediction per instance",
                     ),
-                    **_errors(400, 401, 404, 413, 503),
+                    **_errors(400, 401, 404, 413, 415, 503),
                 },
             }
         },
@@ -210,7 +211,7 @@ def openapi_document(
                 "requestBody": {"required": True, "content": {"application/json": {"schema": feedback}}},
                 "responses": {
                     "200": _json({"type": "object"}, "a status per label: accepted|unknown|duplicate|invalid"),
-                    **_errors(400, 401, 404, 409, 413),
+                    **_errors(400, 401, 404, 409, 413, 415),
                 },
             }
         },
@@ -255,7 +256,7 @@ def openapi_document(
                 "requestBody": {"required": True, "content": {"application/json": {"schema": policy}}},
                 "responses": {
                     "200": _json({"type": "object"}, "the history event"),
-                    **_errors(400, 401, 403, 404, 502, 503),
+                    **_errors(400, 401, 403, 404, 415, 502, 503),
                 },
             },
         },
