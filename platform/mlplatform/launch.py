@@ -35,6 +35,8 @@ from mlplatform.settings import (
 from mlplatform.xgb import own_process
 
 __all__ = [
+    "arm_deadline",
+    "TIMED_OUT",
     "job_main",
     "predict_main",
     "submit",

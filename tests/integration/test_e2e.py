@@ -307,8 +307,39 @@ def test_nothing_of_ours_listens_beyond_loopback(served, platform_env):
     assert beyond == replicas, beyond
     by_replica = [pid for host, port, pid in listening if (host, port) in {(h, p) for h, p, _ in replicas}]
     assert len(by_replica) == len(set(by_replica)), replicas  # one such port per replica, no more
-    # The doors a client can try without the token: the dashboard and Jobs API refuse it.
+    # The doors a client can try without the token: the dashboard and Jobs API refuse it...
     assert requests.get(f"{state.dashboard_url}/api/jobs/", timeout=10).status_code in (401, 403)
+    # ...and a driver holding a wrong token cannot join the cluster through the GCS.
+    code = f"import ray; ray.init(address='127.0.0.1:{state.ray_port}', log_to_driver=False)"
+    env = {**platform_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode != 0, out.stderr[-2000:]
+
+
+def test_slow_clients_and_header_floods_do_not_stop_the_endpoint(served):
+    """Slowloris-style clients holding connections with half-sent headers, an oversized header and a flood of
+    headers: each is cut off or refused, and a normal request is answered meanwhile (bounded: 64 sockets)."""
+    import socket
+
+    slow = []
+    try:
+        for _ in range(64):
+            s = socket.create_connection(("127.0.0.1", 8000), timeout=10)
+            s.sendall(b"POST /v1/models/churn:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # never ends
+            slow.append(s)
+        started = time.perf_counter()
+        r = requests.post(PREDICT, json={"instances": [instance(served)]}, timeout=10)
+        assert r.status_code == 200 and time.perf_counter() - started < 5, r.text
+    finally:
+        for s in slow:
+            s.close()
+    for headers in ({"X-Big": "a" * 100_000}, {f"X-H{i}": "v" for i in range(5_000)}):
+        try:
+            status = requests.post(PREDICT, json={"instances": [instance(served)]}, headers=headers, timeout=30)
+            assert 400 <= status.status_code < 500, status.status_code  # refused, not served or a 5xx
+        except requests.ConnectionError:
+            pass  # or the connection is cut: the server owes nothing to such a request
+    assert requests.post(PREDICT, json={"instances": [instance(served)]}, timeout=10).status_code == 200
 
 
 @pytest.mark.parametrize(
