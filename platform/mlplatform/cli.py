@@ -599,6 +599,7 @@ def _library_error(exc: BaseException) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     own_process()
+    cluster.as_local_driver()  # before any command imports Ray: `drift` and `run` join or start a loopback Ray
     try:
         return args.fn(args)
     except KeyboardInterrupt:

@@ -36,6 +36,8 @@ __all__ = [
     "stop",
     "answers",
     "TOKEN_PATH",
+    "LOOPBACK_ONLY",
+    "as_local_driver",
 ]
 
 TOKEN_PATH = RAY_AUTH_TOKEN_PATH.default  # where `ray get-auth-token --generate` writes
@@ -57,6 +59,23 @@ def _bin(name: str) -> str:
     """A console script of the running interpreter's environment (the venv's `ray`, not another one)."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
+
+
+#: `ray start` turns --node-ip-address 127.0.0.1 into the machine's routable address, and Ray's servers (GCS,
+#: raylet, object manager, workers' gRPC, agents, metrics) bind every interface unless the node's address is
+#: 127.0.0.1. This setting (Ray's switch for one-machine clusters on OSX/Windows) keeps 127.0.0.1, so the local
+#: platform listens on loopback only; it also refuses other nodes joining — it is local. A driver on this
+#: machine needs it too: without it `ray.init()` looks for the platform at the routable address.
+LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def as_local_driver() -> None:
+    """Let this process's `ray.init()` join the local platform (or start a local Ray on loopback only).
+
+    Ray reads the setting when it is imported: call this first. A value the user set is kept.
+    """
+    for name, value in LOOPBACK_ONLY.items():
+        os.environ.setdefault(name, value)
 
 
 def auth_headers() -> dict[str, str]:
@@ -177,11 +196,7 @@ def up(
         "RAY_metrics_report_interval_ms": os.environ.get("RAY_metrics_report_interval_ms", "2000"),
         # Job logs are not terminals: MLflow's download progress bars only add noise there.
         "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        # `ray start` turns --node-ip-address 127.0.0.1 into the machine's routable address, and Ray's servers
-        # (GCS, raylet, object manager, workers' gRPC, agents, metrics) bind every interface unless the node
-        # address is 127.0.0.1. This setting (Ray's switch for single-machine OSX/Windows) keeps 127.0.0.1:
-        # the local platform listens on loopback only. It also refuses other nodes joining — it is local.
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+        **LOOPBACK_ONLY,
     }
     if fast_serving:
         env |= {

@@ -19,7 +19,7 @@ import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mlplatform.cluster import load_state
+from mlplatform.cluster import LOOPBACK_ONLY, load_state
 from mlplatform.release.serve_api import ServeAdmin
 from mlplatform.release.traffic import TrafficControl
 from schemathesis import GenerationMode
@@ -311,9 +311,12 @@ def test_nothing_of_ours_listens_beyond_loopback(served, platform_env):
     assert requests.get(f"{state.dashboard_url}/api/jobs/", timeout=10).status_code in (401, 403)
     # ...and a driver holding a wrong token cannot join the cluster through the GCS.
     code = f"import ray; ray.init(address='127.0.0.1:{state.ray_port}', log_to_driver=False)"
-    env = {**platform_env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
+    env = {**platform_env, **LOOPBACK_ONLY, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode != 0, out.stderr[-2000:]
+    env.pop("RAY_AUTH_TOKEN")  # the same driver with the platform's token joins: the token was the reason
+    out = subprocess.run([sys.executable, "-c", code + "; print('joined')"], env=env, capture_output=True, text=True)
+    assert "joined" in out.stdout, out.stderr[-2000:]
 
 
 def test_slow_clients_and_header_floods_do_not_stop_the_endpoint(served):
@@ -767,7 +770,7 @@ def test_the_router_restarted_during_a_change_serves_what_the_log_says(served, p
         target=lambda: outcome.append(_try(lambda: c.set_traffic("churn", {"1": 60, "2": 40}, reason="during restart")))
     )
     change.start()
-    env = {**platform_env, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": "127.0.0.1:6379"}
+    env = {**platform_env, **LOOPBACK_ONLY, "RAY_AUTH_MODE": "token", "RAY_ADDRESS": "127.0.0.1:6379"}
     killed = subprocess.run(
         [str(BIN / "python"), "-c", KILL_ROUTER], env=env, capture_output=True, text=True, timeout=120
     )

@@ -10,6 +10,7 @@ import mlflow
 import numpy as np
 import pytest
 import yaml
+from mlflow import MlflowClient
 from mlplatform.errors import RegistryError
 from mlplatform.registry import load_booster
 from mlplatform.xgb import xgboost
@@ -28,22 +29,28 @@ class Boom:
 def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.chdir(tmp_path)  # local artifacts land under ./mlruns here
-    return uri
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield uri
+    mlflow.set_tracking_uri(before[0])  # load_booster points MLflow's module state at the store it reads
+    mlflow.set_registry_uri(before[1])
 
 
 def register(uri: str, tmp_path, *, flavor: dict, files: dict[str, bytes]) -> str:
-    """Log a model folder with this MLmodel flavor and these files, register it, return its models:/ URI."""
+    """Log a model folder with this MLmodel flavor and these files, register it, return its models:/ URI.
+
+    Through a client on `uri` alone: MLflow's fluent API would reuse an experiment id another test set."""
     folder = tmp_path / "model"
     folder.mkdir()
     for name, content in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
         (folder / name).write_bytes(content)
     (folder / "MLmodel").write_text(yaml.safe_dump({"flavors": {"xgboost": flavor}}))
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    with mlflow.start_run() as run:
-        mlflow.log_artifacts(str(folder), "model")
-    version = mlflow.register_model(f"runs:/{run.info.run_id}/model", "tampered").version
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run = client.create_run(client.create_experiment("tampered"))
+    client.log_artifacts(run.info.run_id, str(folder), "model")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("tampered")
+    version = client.create_model_version("tampered", f"runs:/{run.info.run_id}/model", run.info.run_id).version
     return f"models:/tampered/{version}"
 
 
