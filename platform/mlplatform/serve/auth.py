@@ -20,6 +20,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from mlplatform.errors import ConfigError, RequestError
+from mlplatform.serve.protocol import clip
 from mlplatform.settings import MLPLATFORM_ADMIN_KEYS, MLPLATFORM_API_KEYS
 
 __all__ = ["ApiKeyAuth", "LOOPBACK_HOSTS"]
@@ -71,20 +72,21 @@ class ApiKeyAuth:
         if allowed_hosts is None and mode == "none":
             allowed_hosts = LOOPBACK_HOSTS
         self.allowed_hosts = None if allowed_hosts is None else frozenset(h.lower() for h in allowed_hosts)
+        self._hosts_text = ", ".join(sorted(self.allowed_hosts or ()))  # for refusals, made once
 
     def check_origin(self, headers: Mapping[str, str]) -> None:
         """403 when the request's Host, or its Origin, names a host this endpoint does not answer for."""
         if self.allowed_hosts is None:
             return
-        hosts = ", ".join(sorted(self.allowed_hosts))
+        hosts = self._hosts_text
         host = headers.get("host")
         # A client without a Host header (HTTP/1.0) is not a browser; every browser request carries one.
         if host is not None and _hostname(host) not in self.allowed_hosts:
-            raise RequestError(403, f"Host {host[:100]!r} is not allowed: this endpoint answers for {hosts}")
+            raise RequestError(403, f"Host {clip(host, 100)!r} is not allowed: this endpoint answers for {hosts}")
         origin = headers.get("origin")
         if origin is not None and _hostname(origin) not in self.allowed_hosts:
             raise RequestError(
-                403, f"Origin {origin[:100]!r} is not allowed: this endpoint answers requests from {hosts} only"
+                403, f"Origin {clip(origin, 100)!r} is not allowed: this endpoint answers requests from {hosts} only"
             )
 
     def check(self, headers: Mapping[str, str], *, admin: bool = False) -> str:
